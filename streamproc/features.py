@@ -1,0 +1,73 @@
+"""Per-product feature records (what the recommendation service reads) and their freshness status."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from . import detectors
+
+if TYPE_CHECKING:
+    from .demand import ProductState
+
+__all__ = ["build_features", "with_status", "not_found"]
+
+VIEWS, CARTS, ORDERS, UNITS, REVENUE, REVIEWS, NEGATIVE, SENTIMENT_SUM, SCORED = range(9)
+
+
+def _sum(rows: dict[int, list[float]], since_ms: int) -> list[float]:
+    total = [0.0] * 9
+    for start, c in rows.items():
+        if start >= since_ms:
+            for i, v in enumerate(c):
+                total[i] += v
+    return total
+
+
+def build_features(p: ProductState, *, as_of_ms: int, bucket_ms: int, det_cfg: detectors.DetectorConfig) -> dict[str, Any]:
+    """The features record of a product as of the end of its latest closed bucket."""
+    m5 = _sum(p.minutes, as_of_ms - 5 * 60_000)
+    h1 = _sum(p.minutes, as_of_ms - 3_600_000)
+    d1 = _sum(p.hours, as_of_ms - 24 * 3_600_000)
+    clicks_5m = m5[VIEWS] + m5[CARTS]
+    horizon = max(1, round(5 * 60_000 / bucket_ms))
+    expected_orders = detectors.forecast(p.det["orders"], horizon, as_of_ms, bucket_ms, det_cfg)
+    units_per_order = h1[UNITS] / h1[ORDERS] if h1[ORDERS] else 1.0
+    return {
+        "product_id": p.product_id,
+        "category": p.category,
+        "status": "PRESENT",
+        "as_of_ms": as_of_ms,
+        "features": {
+            "clicks_5m": clicks_5m,
+            "add_to_carts_5m": m5[CARTS],
+            "orders_5m": m5[ORDERS],
+            "units_5m": m5[UNITS],
+            "revenue_5m": round(m5[REVENUE], 2),
+            "conversion_5m": (m5[ORDERS] / clicks_5m) if clicks_5m else None,
+            "clicks_1h": h1[VIEWS] + h1[CARTS],
+            "orders_1h": h1[ORDERS],
+            "units_1h": h1[UNITS],
+            "revenue_1h": round(h1[REVENUE], 2),
+            "clicks_24h": d1[VIEWS] + d1[CARTS],
+            "orders_24h": d1[ORDERS],
+            "units_24h": d1[UNITS],
+            "expected_units_next_5m": round(expected_orders * units_per_order, 4),
+            "surge_score": round(max(p.last_scores.values(), default=0.0), 4),
+            "reviews_24h": d1[REVIEWS],
+            "sentiment_mean_24h": (d1[SENTIMENT_SUM] / d1[SCORED]) if d1[SCORED] else None,
+            "negative_share_24h": (d1[NEGATIVE] / d1[SCORED]) if d1[SCORED] else None,
+        },
+    }
+
+
+def with_status(record: dict[str, Any] | None, product_id: str, *, age_ms: int | None, max_age_ms: int) -> dict[str, Any]:
+    """The record as served over HTTP, with PRESENT / OUTSIDE_MAX_AGE / NOT_FOUND."""
+    if record is None:
+        return not_found(product_id)
+    out = dict(record)
+    out["status"] = "OUTSIDE_MAX_AGE" if age_ms is not None and age_ms > max_age_ms else "PRESENT"
+    return out
+
+
+def not_found(product_id: str) -> dict[str, Any]:
+    return {"product_id": product_id, "status": "NOT_FOUND", "as_of_ms": None, "features": {}}

@@ -1,0 +1,185 @@
+"""The worker's processing loop without Faust: input records in, engine updates, outputs out.
+
+``app.py`` hands batches of raw records to :meth:`Runtime.on_records` and calls :meth:`Runtime.tick` on a
+timer; outputs go through the injected ``send`` coroutine (a Kafka producer in the worker, a list in
+tests). Nothing here blocks the event loop.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from aiokafka.partitioner import murmur2
+
+from .clock import Clock, SystemClock
+from .demand import DemandEngine, Output, ProductState
+from .events import Click, DecodeError, Order, OrderItem, Review, decoder_for
+from .metrics import Metrics
+from .settings import Settings
+
+__all__ = ["Record", "Runtime", "partition_for", "ORDER_ITEMS"]
+
+log = logging.getLogger(__name__)
+
+ORDER_ITEMS = "order-items"
+Headers = Sequence[tuple[str, bytes]] | None
+Send = Callable[[str, bytes | None, bytes, Headers], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One Kafka record as read."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: Headers = None
+
+
+def partition_for(key: str, partitions: int) -> int:
+    """The partition Kafka's default partitioner gives ``key`` (murmur2, as the Java client)."""
+    return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
+
+
+class Runtime:
+    """Decoding, dead-lettering, the demand engine and output fan-out for one worker."""
+
+    def __init__(self, settings: Settings, send: Send, *, metrics: Metrics | None = None,
+                 clock: Clock | None = None, webhooks: Any = None) -> None:
+        self.settings = settings
+        self.send = send
+        self.metrics = metrics or Metrics()
+        self.clock = clock or SystemClock()
+        self.webhooks = webhooks
+        self.engine = DemandEngine(settings.window, settings.detector_config())
+        self.recent_alerts: deque[dict[str, Any]] = deque(maxlen=500)
+        self.partitions = settings.partitions
+        self.ready = False
+
+    # -- input ---------------------------------------------------------------------------------
+
+    def assign(self, logical: str, partition: int) -> None:
+        """A partition of an input stream was assigned to this worker."""
+        self.engine.register_stream(partition, f"{logical}/{partition}", self.clock.now_ms())
+
+    async def on_records(self, logical: str, records: Sequence[Record]) -> None:
+        """Process a batch of records of one input topic (``clicks``, ``orders``, ``reviews`` or ``order-items``)."""
+        wall = self.clock.now_ms()
+        eng = self.engine
+        max_bytes = self.settings.max_record_bytes
+        processed = 0
+        decode = decoder_for(logical) if logical != ORDER_ITEMS else _decode_item
+        for rec in records:
+            ev = decode(rec.value, max_bytes)
+            stream = f"{logical}/{rec.partition}"
+            err: DecodeError | None
+            if isinstance(ev, DecodeError):
+                err = ev
+            elif isinstance(ev, Click):
+                err = eng.apply_click(rec.partition, stream, ev, wall)
+            elif isinstance(ev, Order):
+                err = eng.admit_order(rec.partition, stream, ev.ts_ms, wall)
+                if err is None:
+                    await self._apply_order(rec.partition, ev)
+            elif isinstance(ev, Review):
+                err = eng.apply_review(rec.partition, stream, ev, wall)
+            else:  # a forwarded order line
+                ts, item = ev
+                err = eng.admit_order(rec.partition, stream, ts, wall)
+                if err is None:
+                    eng.apply_item(rec.partition, ts, item)
+            if err is not None:
+                await self.dead_letter(logical, rec, err.kind, err.message)
+            else:
+                processed += 1
+        if logical != ORDER_ITEMS:
+            self.metrics.records_in.labels(logical).inc(len(records))
+            self.metrics.records_processed.labels(logical).inc(processed)
+
+    async def _apply_order(self, partition: int, order: Order) -> None:
+        for item in order.items:
+            home = partition_for(item.product_id, self.partitions)
+            if home == partition:
+                self.engine.apply_item(partition, order.ts_ms, item)
+            else:
+                value = orjson.dumps({"ts": order.ts_ms, "order_id": order.order_id, "product_id": item.product_id,
+                                      "quantity": item.quantity, "unit_price": item.unit_price,
+                                      "category": item.category})
+                await self.send(ORDER_ITEMS, item.product_id.encode(), value, None)
+
+    async def dead_letter(self, logical: str, rec: Record, kind: str, message: str) -> None:
+        """Send a record to the dead-letter topic with its original bytes, headers and the reason."""
+        body = orjson.dumps({
+            "source": {"topic": rec.topic, "partition": rec.partition, "offset": rec.offset},
+            "error": {"kind": kind, "message": message[:1000]},
+            "payload_b64": base64.b64encode(rec.value or b"").decode(),
+            "dead_lettered_at_ms": self.clock.now_ms(),
+        })
+        headers = list(rec.headers or []) + [("streamproc-error", kind.encode())]
+        await self.send("dead-letters", rec.key, body, headers)
+        self.metrics.dead_letters.labels(logical, kind).inc()
+
+    # -- closing and outputs -------------------------------------------------------------------
+
+    async def tick(self) -> None:
+        """Close what became final and publish the results."""
+        outputs = self.engine.tick(self.clock.now_ms())
+        await self.publish(outputs)
+        now = self.clock.now_ms()
+        for unit, wm in self.engine.watermarks().items():
+            if wm is not None:
+                self.metrics.watermark_delay.labels(str(unit)).set(max(0.0, (now - wm) / 1000))
+        self.metrics.products.set(len(self.engine.index))
+
+    async def publish(self, outputs: list[Output]) -> None:
+        for out in outputs:
+            value = orjson.dumps(out.value)
+            if out.kind == "features":
+                await self.send("product-features", out.key.encode(), value, None)
+                self.metrics.features_published.inc()
+            else:
+                await self.send("alerts", out.key.encode(), value, None)
+                self.recent_alerts.appendleft(out.value)
+                self.metrics.alerts.labels(out.value["labels"]["alertname"], out.value["status"]).inc()
+                log.warning("alert %s %s: %s", out.value["status"], out.value["dedup_key"],
+                            out.value["annotations"]["summary"])
+                if self.webhooks is not None:
+                    self.webhooks.submit(out.value)
+
+    async def give_up_delivery(self, url: str, alerts: list[dict[str, Any]], status: int | None, excerpt: str) -> None:
+        """A webhook delivery failed for good: keep the alerts in the dead-letter topic."""
+        for alert in alerts:
+            rec = Record(topic=self.settings.topic("alerts"), partition=-1, offset=-1,
+                         key=alert["dedup_key"].encode(), value=orjson.dumps(alert))
+            await self.dead_letter("alerts", rec, "delivery", f"webhook {url} answered {status}: {excerpt}")
+
+    # -- state persistence ---------------------------------------------------------------------
+
+    def drain_dirty(self) -> tuple[dict[str, bytes], set[str]]:
+        """Snapshots of the products changed since the last call, and the ones evicted."""
+        eng = self.engine
+        upserts = {pid: orjson.dumps(eng.index[pid].to_dict()) for pid in eng.dirty if pid in eng.index}
+        deletes = set(eng.evicted)
+        eng.dirty.clear()
+        eng.evicted.clear()
+        return upserts, deletes
+
+    def restore(self, snapshot: bytes) -> None:
+        """Load one product snapshot from the table (after recovery)."""
+        self.engine.restore(ProductState.from_dict(orjson.loads(snapshot)))
+
+
+def _decode_item(raw: bytes | None, max_bytes: int) -> tuple[int, OrderItem] | DecodeError:
+    try:
+        d = orjson.loads(raw or b"")
+        return d["ts"], OrderItem(d["product_id"], d["quantity"], d["unit_price"], d.get("category"))
+    except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+        return DecodeError("schema", f"bad forwarded order line: {exc}")

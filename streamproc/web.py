@@ -1,0 +1,114 @@
+"""Thin HTTP views over the worker's state: features, trending, alerts, health, metrics, dashboard."""
+
+from __future__ import annotations
+
+from importlib import resources
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from .features import not_found, with_status
+from .runtime import Runtime
+from .settings import Settings
+
+__all__ = ["make_web_app", "RUNTIME", "SETTINGS"]
+
+RUNTIME = web.AppKey("runtime", Runtime)
+SETTINGS = web.AppKey("settings", Settings)
+MAX_IDS = 1000
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
+
+
+def _features(rt: Runtime, settings: Settings, pid: str) -> dict[str, Any]:
+    p = rt.engine.index.get(pid)
+    if p is None or p.features is None:
+        return not_found(pid)
+    updated = rt.engine.wall_updated.get(pid)
+    age = rt.clock.now_ms() - updated if updated is not None else None
+    return with_status(p.features, pid, age_ms=age, max_age_ms=settings.feature_max_age_ms)
+
+
+async def feature_one(request: web.Request) -> web.Response:
+    rt, st = request.app[RUNTIME], request.app[SETTINGS]
+    return _json(_features(rt, st, request.match_info["product_id"]))
+
+
+async def feature_many(request: web.Request) -> web.Response:
+    rt, st = request.app[RUNTIME], request.app[SETTINGS]
+    ids = [i for i in request.query.get("ids", "").split(",") if i]
+    if not ids:
+        return _json({"error": "give product ids as ?ids=a,b,c"}, 400)
+    if len(ids) > MAX_IDS:
+        return _json({"error": f"at most {MAX_IDS} ids per request"}, 400)
+    return _json({"results": [_features(rt, st, i) for i in ids]})
+
+
+async def trending(request: web.Request) -> web.Response:
+    rt = request.app[RUNTIME]
+    signal = request.query.get("signal", "orders")
+    if signal not in ("orders", "clicks"):
+        return _json({"error": "signal must be orders or clicks"}, 400)
+    try:
+        limit = max(1, min(1000, int(request.query.get("limit", "10"))))
+    except ValueError:
+        return _json({"error": "limit must be an integer"}, 400)
+    ranked = sorted(((p.last_scores.get(signal, 0.0), pid, p) for pid, p in rt.engine.index.items()),
+                    key=lambda t: (-t[0], t[1]))[:limit]
+    items = []
+    for score, pid, p in ranked:
+        f = (p.features or {}).get("features", {})
+        items.append({"product_id": pid, "category": p.category, "surge_score": score,
+                      "orders_5m": f.get("orders_5m"), "clicks_5m": f.get("clicks_5m"),
+                      "firing": signal in p.incidents})
+    return _json({"signal": signal, "products": items})
+
+
+async def alerts(request: web.Request) -> web.Response:
+    rt = request.app[RUNTIME]
+    status = request.query.get("status", "firing")
+    if status == "firing":
+        items = sorted(rt.engine.firing(), key=lambda a: a["starts_at"], reverse=True)
+    elif status in ("resolved", "all"):
+        items = [a for a in rt.recent_alerts if status == "all" or a["status"] == "resolved"]
+    else:
+        return _json({"error": "status must be firing, resolved or all"}, 400)
+    return _json({"alerts": items})
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return _json({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    rt = request.app[RUNTIME]
+    return _json({"ready": rt.ready}, 200 if rt.ready else 503)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body = request.app[RUNTIME].metrics.render()
+    return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+
+
+async def index(request: web.Request) -> web.Response:
+    html = resources.files("streamproc").joinpath("static", "index.html").read_bytes()
+    return web.Response(body=html, content_type="text/html")
+
+
+def make_web_app(runtime: Runtime, settings: Settings) -> web.Application:
+    """The aiohttp application of a worker."""
+    app = web.Application(client_max_size=1 << 20)
+    app[RUNTIME] = runtime
+    app[SETTINGS] = settings
+    app.router.add_get("/features/{product_id}", feature_one)
+    app.router.add_get("/features", feature_many)
+    app.router.add_get("/trending", trending)
+    app.router.add_get("/alerts", alerts)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/", index)
+    return app
