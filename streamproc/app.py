@@ -49,14 +49,14 @@ def create_app(settings: Settings, bootstrap: str, *, clock: Clock | None = None
               for name in INPUT_TOPICS}
     topics[ORDER_ITEMS] = app.topic(f"{settings.app_id}-order-items", key_type=bytes, value_type=bytes,
                                     partitions=settings.partitions, internal=True)
-    outputs = {name: app.topic(settings.topic(name), key_type=bytes, value_type=bytes)
-               for name in ("alerts", "product-features", "dead-letters", "scored-reviews")}
-    outputs[ORDER_ITEMS] = topics[ORDER_ITEMS]
+    outputs = {name: settings.topic(name) for name in ("alerts", "product-features", "dead-letters", "scored-reviews")}
+    outputs[ORDER_ITEMS] = f"{settings.app_id}-order-items"
     products = app.Table("products", partitions=settings.partitions, use_partitioner=True,
                          key_type=str, value_type=bytes)
 
     async def send(logical: str, key: bytes | None, value: bytes, headers: Any) -> None:
-        await outputs[logical].send(key=key, value=value, headers=headers)
+        # Straight to the producer: its accumulator batches; Faust's own send buffer adds nothing here.
+        await app.producer.send(outputs[logical], key, value, partition=None, timestamp=None, headers=headers)
 
     webhooks: WebhookFanout | None = None
     runtime = Runtime(settings, send, metrics=metrics, clock=clock or SystemClock())
@@ -83,6 +83,7 @@ def create_app(settings: Settings, bootstrap: str, *, clock: Clock | None = None
                                e.message.value, list(e.message.headers or [])) for e in events]
                 with metrics.batch_seconds.labels(logical).time():
                     await runtime.on_records(logical, recs)
+                    touch_backlogged()
                     await runtime.tick()
                     persist()
 
@@ -92,8 +93,39 @@ def create_app(settings: Settings, bootstrap: str, *, clock: Clock | None = None
     for logical in (*INPUT_TOPICS, ORDER_ITEMS):
         make_agent(logical)
 
+    assigned_tps: set[Any] = set()
+
+    highwaters: dict[Any, int] = {}
+
+    def touch_backlogged() -> None:
+        """Streams with records still waiting (in the broker or in Faust's buffers) are slow, not idle."""
+        consumer = app.consumer
+        wall = runtime.clock.now_ms()
+        for tp in assigned_tps:
+            high = highwaters.get(tp)
+            if high is None:
+                continue
+            done = runtime.processed_offsets.get((tp.topic, tp.partition))
+            if done is None:
+                committed = consumer._committed_offset.get(tp)
+                done = committed if committed is not None else -1
+            if high - 1 > done:
+                runtime.engine.touch_stream(tp.partition, f"{topic_logical[tp.topic]}/{tp.partition}", wall)
+
+    async def refresh_highwaters() -> None:
+        if not assigned_tps:
+            return
+        try:
+            found = await app.consumer.highwaters(*assigned_tps)
+        except Exception as exc:  # noqa: BLE001 - consumer not ready during a rebalance
+            log.debug("highwaters unavailable: %s", exc)
+            return
+        highwaters.update({tp: h for tp, h in found.items() if h is not None})
+
     @app.timer(interval=0.25)
     async def ticker() -> None:
+        await refresh_highwaters()
+        touch_backlogged()
         await runtime.tick()
         persist()
 
@@ -113,10 +145,12 @@ def create_app(settings: Settings, bootstrap: str, *, clock: Clock | None = None
             logical = topic_logical.get(tp.topic)
             if logical is not None:
                 runtime.assign(logical, tp.partition)
+                assigned_tps.add(tp)
         state["assigned"] = True
 
     @app.on_partitions_revoked.connect  # type: ignore[misc]
     async def on_revoked(sender: Any, revoked: Any, **kw: Any) -> None:
+        assigned_tps.difference_update(revoked)
         for unit in {tp.partition for tp in revoked if tp.topic in topic_logical}:
             runtime.engine.drop_unit(unit)
 

@@ -141,6 +141,12 @@ class DemandEngine:
         """Announce an input stream of a unit (on partition assignment)."""
         self.unit(unit_id).watermark.register(stream, wall_ms)
 
+    def touch_stream(self, unit_id: int, stream: str, wall_ms: int) -> None:
+        """A stream of a unit has a backlog: keep it from counting as idle."""
+        u = self.units.get(unit_id)
+        if u is not None:
+            u.watermark.touch(stream, wall_ms)
+
     def drop_unit(self, unit_id: int) -> None:
         """Forget a unit whose partition moved to another worker."""
         u = self.units.pop(unit_id, None)
@@ -223,11 +229,14 @@ class DemandEngine:
 
     # -- closing -------------------------------------------------------------------------------
 
-    def tick(self, wall_ms: int) -> list[Output]:
-        """Advance every unit's watermark to ``wall_ms`` and close the buckets that became final."""
+    def tick(self, wall_ms: int, holds: dict[int, int] | None = None) -> list[Output]:
+        """Advance every unit's watermark to ``wall_ms`` and close the buckets that became final.
+
+        ``holds``: per unit, the event time of the oldest record on its way to it (see UnitWatermark.advance).
+        """
         out: list[Output] = []
-        for u in self.units.values():
-            wm = u.watermark.advance(wall_ms)
+        for unit_id, u in self.units.items():
+            wm = u.watermark.advance(wall_ms, (holds or {}).get(unit_id))
             if wm is None:
                 continue
             last = self.spec.last_final_start(wm)

@@ -63,6 +63,10 @@ class Runtime:
         self.recent_alerts: deque[dict[str, Any]] = deque(maxlen=500)
         self.partitions = settings.partitions
         self.ready = False
+        self.in_flight: dict[int, deque[int]] = {}
+        """Event times of order lines forwarded to each unit and not yet read back, oldest first."""
+        self.processed_offsets: dict[tuple[str, int], int] = {}
+        """Last offset handled per (topic, partition): with the consumer's positions it tells backlog from idleness."""
 
     # -- input ---------------------------------------------------------------------------------
 
@@ -93,9 +97,13 @@ class Runtime:
                 err = eng.apply_review(rec.partition, stream, ev, wall)
             else:  # a forwarded order line
                 ts, item = ev
+                pending = self.in_flight.get(rec.partition)
+                if pending:
+                    pending.popleft()
                 err = eng.admit_order(rec.partition, stream, ts, wall)
                 if err is None:
                     eng.apply_item(rec.partition, ts, item)
+            self.processed_offsets[(rec.topic, rec.partition)] = rec.offset
             if err is not None:
                 await self.dead_letter(logical, rec, err.kind, err.message)
             else:
@@ -113,6 +121,7 @@ class Runtime:
                 value = orjson.dumps({"ts": order.ts_ms, "order_id": order.order_id, "product_id": item.product_id,
                                       "quantity": item.quantity, "unit_price": item.unit_price,
                                       "category": item.category})
+                self.in_flight.setdefault(home, deque()).append(order.ts_ms)
                 await self.send(ORDER_ITEMS, item.product_id.encode(), value, None)
 
     async def dead_letter(self, logical: str, rec: Record, kind: str, message: str) -> None:
@@ -131,7 +140,8 @@ class Runtime:
 
     async def tick(self) -> None:
         """Close what became final and publish the results."""
-        outputs = self.engine.tick(self.clock.now_ms())
+        holds = {unit: min(q) for unit, q in self.in_flight.items() if q}
+        outputs = self.engine.tick(self.clock.now_ms(), holds)
         await self.publish(outputs)
         now = self.clock.now_ms()
         for unit, wm in self.engine.watermarks().items():

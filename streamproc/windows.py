@@ -97,13 +97,23 @@ class UnitWatermark:
                 clock.max_ts_ms = ts_ms
             clock.last_seen_wall_ms = wall_ms
 
+    def touch(self, stream: str, wall_ms: int) -> None:
+        """Note that ``stream`` has records waiting (consumer lag): it is not idle, only slow to arrive."""
+        clock = self.streams.get(stream)
+        if clock is not None:
+            clock.last_seen_wall_ms = wall_ms
+
     def is_late(self, ts_ms: int) -> bool:
         """Whether an event at ``ts_ms`` falls in a bucket that is already final."""
         wm = self.watermark_ms
         return wm is not None and self.spec.is_final(bucket_start(ts_ms, self.spec.bucket_ms), wm)
 
-    def advance(self, wall_ms: int) -> int | None:
-        """Recompute the watermark at wall time ``wall_ms`` and return it (None before any event)."""
+    def advance(self, wall_ms: int, hold_ms: int | None = None) -> int | None:
+        """Recompute the watermark at wall time ``wall_ms`` and return it (None before any event).
+
+        ``hold_ms``: the event time of the oldest record known to be on its way to this unit (sent but
+        not yet read back); the watermark stays at or below it minus the allowed lateness.
+        """
         if not self.streams:
             return self.watermark_ms
         lateness = self.spec.allowed_lateness_ms
@@ -121,6 +131,8 @@ class UnitWatermark:
             newest_ts = max(c.max_ts_ms for c in seen)  # type: ignore[type-var]
             last_wall = max(c.last_seen_wall_ms for c in seen)
             candidate = newest_ts - lateness + max(0, wall_ms - last_wall - idle)
+        if hold_ms is not None:
+            candidate = min(candidate, hold_ms - lateness)
         if self.watermark_ms is None or candidate > self.watermark_ms:
             self.watermark_ms = candidate
         return self.watermark_ms

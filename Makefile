@@ -1,0 +1,48 @@
+# streamproc — `make help` lists the targets.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+SHARED ?= ../shared
+
+.DEFAULT_GOAL := help
+.PHONY: help install demo test test-unit test-integration lint bench bench-quick backtest clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP) ## create .venv and install streamproc with its test tools
+
+demo: $(STAMP) ## run the whole system locally (embedded broker, worker, traffic, webhook receiver, UI)
+	$(VENV)/bin/streamproc demo
+
+test: $(STAMP) ## run the whole test suite (unit + integration on the embedded broker)
+	$(PY) -m pytest -q
+
+test-unit: $(STAMP) ## unit tests only (seconds, no broker)
+	$(PY) -m pytest -q tests/unit
+
+test-integration: $(STAMP) ## integration tests only (embedded broker)
+	$(PY) -m pytest -q tests/integration
+
+lint: $(STAMP) ## ruff and mypy
+	$(VENV)/bin/ruff check streamproc tests benchmarks
+	$(VENV)/bin/mypy streamproc
+
+backtest: $(STAMP) ## NAB score of the shipped detector defaults on $(SHARED)/data/nab
+	$(PY) benchmarks/nab_eval.py --shared $(SHARED)
+
+bench: $(STAMP) ## benchmarks; results in benchmarks/results/
+	$(PY) benchmarks/run.py --shared $(SHARED)
+
+bench-quick: $(STAMP) ## a short benchmark run (under 2 minutes)
+	$(PY) benchmarks/run.py --shared $(SHARED) --quick
+
+clean: ## remove the virtualenv and caches
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache streamproc-data
