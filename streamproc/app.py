@@ -16,7 +16,10 @@ from .metrics import Metrics
 from .runtime import ORDER_ITEMS, Record, Runtime
 from .settings import INPUT_TOPICS, Settings
 from .web import make_web_app
-from .webhooks import WebhookFanout
+from .categories import CategoryEngine
+from .delivery_service import DeliveryService
+from .lifecycle import Notifier
+from .silences import SilenceLog, SilenceService, SilenceStore
 
 __all__ = ["create_app"]
 
@@ -58,13 +61,16 @@ def create_app(settings: Settings, bootstrap: str, *, clock: Clock | None = None
         # Straight to the producer: its accumulator batches; Faust's own send buffer adds nothing here.
         await app.producer.send(outputs[logical], key, value, partition=None, timestamp=None, headers=headers)
 
-    webhooks: WebhookFanout | None = None
     runtime = Runtime(settings, send, metrics=metrics, clock=clock or SystemClock())
-    if settings.webhook_urls:
-        webhooks = WebhookFanout(settings.webhook_urls, secret=settings.webhook_secret, metrics=metrics,
-                                 on_give_up=runtime.give_up_delivery,
-                                 timeout_s=settings.webhook_timeout_ms / 1000)
-        runtime.webhooks = webhooks
+    # Alert delivery (docs/alert-delivery.md): marks and repeats on the way to `alerts`; webhooks read `alerts`.
+    silence_store = SilenceStore()
+    silence_log = SilenceLog(bootstrap, f"{settings.app_id}-silences", silence_store)
+    silences = SilenceService(silence_store, silence_log.persist)
+    runtime.notifier = Notifier(silences=silence_store, repeat_interval_ms=settings.alert_repeat_interval_ms,
+                                metrics=metrics,
+                                categories=CategoryEngine(runtime.engine, settings.detector_config()))
+    delivery = DeliveryService(settings, bootstrap, metrics=metrics, clock=runtime.clock) \
+        if settings.webhook_urls else None
     topic_logical = {settings.topic(n): n for n in INPUT_TOPICS}
     topic_logical[f"{settings.app_id}-order-items"] = ORDER_ITEMS
     state = {"recovered": False, "assigned": False}
@@ -135,6 +141,7 @@ def create_app(settings: Settings, bootstrap: str, *, clock: Clock | None = None
         for _pid, snap in list(products.items()):
             runtime.restore(snap)
             n += 1
+        runtime.notifier.restore(runtime.engine.firing(), runtime.clock.now_ms())
         state["recovered"] = True
         runtime.ready = True
         log.info("restored %d products from the table", n)
@@ -156,10 +163,11 @@ def create_app(settings: Settings, bootstrap: str, *, clock: Clock | None = None
 
     @app.task
     async def serve_web() -> None:
-        """The HTTP API and the webhook senders, for as long as the worker runs."""
-        if webhooks is not None:
-            await webhooks.start()
-        runner = aioweb.AppRunner(make_web_app(runtime, settings), access_log=None)
+        """The HTTP API, silences and webhook delivery, for as long as the worker runs."""
+        await silence_log.start()
+        if delivery is not None:
+            await delivery.start()
+        runner = aioweb.AppRunner(make_web_app(runtime, settings, silences), access_log=None)
         await runner.setup()
         try:
             await aioweb.TCPSite(runner, settings.web_bind, settings.web_port).start()
@@ -167,8 +175,9 @@ def create_app(settings: Settings, bootstrap: str, *, clock: Clock | None = None
             await asyncio.Event().wait()
         finally:
             await runner.cleanup()
-            if webhooks is not None:
-                await webhooks.stop()
+            if delivery is not None:
+                await delivery.stop()
+            await silence_log.stop()
 
     app.streamproc_runtime = runtime  # type: ignore[attr-defined]
     return app, runtime

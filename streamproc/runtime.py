@@ -59,6 +59,8 @@ class Runtime:
         self.metrics = metrics or Metrics()
         self.clock = clock or SystemClock()
         self.webhooks = webhooks
+        self.notifier: Any = None
+        """A lifecycle.Notifier: marks (silences, inhibition), category alerts and repeats; None: publish as is."""
         self.engine = DemandEngine(settings.window, settings.detector_config())
         self.recent_alerts: deque[dict[str, Any]] = deque(maxlen=500)
         self.partitions = settings.partitions
@@ -150,6 +152,8 @@ class Runtime:
         self.metrics.products.set(len(self.engine.index))
 
     async def publish(self, outputs: list[Output]) -> None:
+        if self.notifier is not None:
+            outputs = self.notifier.process(outputs, self.clock.now_ms())
         for out in outputs:
             value = orjson.dumps(out.value)
             if out.kind == "features":
