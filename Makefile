@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 SHARED ?= ../shared
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-unit test-integration lint bench bench-quick backtest clean
+.PHONY: help install demo test test-unit test-integration lint bench bench-quick backtest kafka clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -43,6 +43,9 @@ bench: $(STAMP) ## benchmarks; results in benchmarks/results/
 
 bench-quick: $(STAMP) ## a short benchmark run (under 2 minutes)
 	$(PY) benchmarks/run.py --shared $(SHARED) --quick
+
+kafka: $(STAMP) ## run Apache Kafka from Maven Central in the foreground (NODES=3 for a cluster)
+	$(PY) -m tests.kafka.cli --nodes $(or $(NODES),1)
 
 clean: ## remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache streamproc-data
