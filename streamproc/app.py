@@ -11,15 +11,17 @@ from typing import Any
 import faust
 from aiohttp import web as aioweb
 
+from .categories import CategoryEngine
 from .clock import Clock, SystemClock
+from .delivery_service import DeliveryService
+from .kafka_auth import broker_credentials, client_kwargs
+from .lifecycle import Notifier
 from .metrics import Metrics
+from .observability import record_consumer_lag
 from .runtime import ORDER_ITEMS, Record, Runtime
 from .settings import INPUT_TOPICS, Settings
-from .web import make_web_app
-from .categories import CategoryEngine
-from .delivery_service import DeliveryService
-from .lifecycle import Notifier
 from .silences import SilenceLog, SilenceService, SilenceStore
+from .web import make_web_app
 
 __all__ = ["create_app"]
 
@@ -31,6 +33,7 @@ def create_app(settings: Settings, bootstrap: str, *, clock: Clock | None = None
     app = faust.App(
         settings.app_id,
         broker=",".join(f"kafka://{b.strip()}" for b in bootstrap.split(",")),
+        broker_credentials=broker_credentials(settings),
         store=settings.store,
         datadir=settings.data_dir,
         web_enabled=False,
@@ -46,6 +49,9 @@ def create_app(settings: Settings, bootstrap: str, *, clock: Clock | None = None
         consumer_max_fetch_size=8 * 1024 * 1024,
         stream_wait_empty=False,
         table_cleanup_interval=3600.0,
+        # A killed worker's partitions move on after 10 s, not Faust's default 60 s.
+        broker_session_timeout=10.0,
+        broker_heartbeat_interval=3.0,
     )
     metrics = Metrics()
     topics = {name: app.topic(settings.topic(name), key_type=bytes, value_type=bytes, partitions=settings.partitions)
@@ -57,25 +63,36 @@ def create_app(settings: Settings, bootstrap: str, *, clock: Clock | None = None
     products = app.Table("products", partitions=settings.partitions, use_partitioner=True,
                          key_type=str, value_type=bytes)
 
+    in_flight: list[Any] = []
+
     async def send(logical: str, key: bytes | None, value: bytes, headers: Any) -> None:
         # Straight to the producer: its accumulator batches; Faust's own send buffer adds nothing here.
-        await app.producer.send(outputs[logical], key, value, partition=None, timestamp=None, headers=headers)
+        in_flight.append(await app.producer.send(outputs[logical], key, value, partition=None, timestamp=None,
+                                                 headers=headers))
 
     runtime = Runtime(settings, send, metrics=metrics, clock=clock or SystemClock())
     # Alert delivery (docs/alert-delivery.md): marks and repeats on the way to `alerts`; webhooks read `alerts`.
     silence_store = SilenceStore()
-    silence_log = SilenceLog(bootstrap, f"{settings.app_id}-silences", silence_store)
+    silence_log = SilenceLog(bootstrap, f"{settings.app_id}-silences", silence_store, client_kwargs(settings))
     silences = SilenceService(silence_store, silence_log.persist)
     runtime.notifier = Notifier(silences=silence_store, repeat_interval_ms=settings.alert_repeat_interval_ms,
                                 metrics=metrics,
-                                categories=CategoryEngine(runtime.engine, settings.detector_config()))
+                                categories=CategoryEngine(runtime.engine, settings.detector_config()),
+                                owned=lambda a: a["labels"].get("scope") == "category"
+                                or a["labels"].get("product_id") in runtime.engine.index)
     delivery = DeliveryService(settings, bootstrap, metrics=metrics, clock=runtime.clock) \
         if settings.webhook_urls else None
     topic_logical = {settings.topic(n): n for n in INPUT_TOPICS}
     topic_logical[f"{settings.app_id}-order-items"] = ORDER_ITEMS
     state = {"recovered": False, "assigned": False}
 
-    def persist() -> None:
+    async def persist() -> None:
+        """Write the changed products to the table, once the outputs of their closes are acknowledged:
+        a state that says "window closed" is never stored before the window's records are."""
+        if in_flight:
+            batch = in_flight[:]
+            in_flight.clear()
+            await asyncio.gather(*batch)
         upserts, deletes = runtime.drain_dirty()
         for pid, snap in upserts.items():
             products[pid] = snap
@@ -91,7 +108,7 @@ def create_app(settings: Settings, bootstrap: str, *, clock: Clock | None = None
                     await runtime.on_records(logical, recs)
                     touch_backlogged()
                     await runtime.tick()
-                    persist()
+                    await persist()
 
         agent.__name__ = f"{logical.replace('-', '_')}_agent"
         app.agent(topics[logical], name=f"streamproc.{logical}")(agent)
@@ -127,13 +144,15 @@ def create_app(settings: Settings, bootstrap: str, *, clock: Clock | None = None
             log.debug("highwaters unavailable: %s", exc)
             return
         highwaters.update({tp: h for tp, h in found.items() if h is not None})
+        record_consumer_lag(metrics.consumer_lag, {tp: highwaters[tp] for tp in assigned_tps if tp in highwaters},
+                            runtime.processed_offsets, app.consumer._committed_offset)
 
     @app.timer(interval=0.25)
     async def ticker() -> None:
         await refresh_highwaters()
         touch_backlogged()
         await runtime.tick()
-        persist()
+        await persist()
 
     @products.on_recover  # type: ignore[misc]
     async def recovered() -> None:

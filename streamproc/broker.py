@@ -17,6 +17,7 @@ import subprocess
 import time
 from collections.abc import Iterable
 from types import TracebackType
+from typing import Any
 
 from .errors import BrokerStartError
 
@@ -121,18 +122,26 @@ def topic_specs(settings) -> list[tuple[str, int, dict[str, str]]]:  # type: ign
 
 
 async def create_topics(bootstrap: str, specs: Iterable[tuple[str, int, dict[str, str]]],
-                        timeout_s: float = 30.0) -> None:
-    """Create the topics that do not exist yet, with their partition counts (idempotent)."""
+                        timeout_s: float = 30.0, **client_kwargs: Any) -> None:
+    """Create the topics that do not exist yet, with their partition counts (idempotent).
+
+    ``client_kwargs`` are the admin client's security settings (:func:`streamproc.kafka_auth.client_kwargs`);
+    credentials the broker refuses raise ConfigError at once instead of being retried until the deadline."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
     from aiokafka.errors import TopicAlreadyExistsError
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000))
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000),
+                                **client_kwargs)
     deadline = time.monotonic() + timeout_s
     while True:
         try:
             await admin.start()
             break
         except Exception:
+            if client_kwargs:
+                from .kafka_auth import check_auth
+
+                await check_auth(bootstrap, **client_kwargs)
             if time.monotonic() > deadline:
                 raise
             await asyncio.sleep(0.5)

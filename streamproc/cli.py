@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 
+from . import logs
 from .errors import ConfigError, StreamprocError
 from .settings import Settings
 
@@ -84,7 +85,13 @@ def _bootstrap(settings: Settings) -> Iterator[str]:
 def _ensure_topics(settings: Settings, bootstrap: str) -> None:
     from .broker import create_topics, topic_specs
 
-    asyncio.run(create_topics(bootstrap, topic_specs(settings)))
+    asyncio.run(create_topics(bootstrap, topic_specs(settings), **_client_kwargs(settings)))
+
+
+def _client_kwargs(settings: Settings) -> dict[str, object]:
+    from .kafka_auth import client_kwargs
+
+    return client_kwargs(settings)
 
 
 def cmd_broker(args: argparse.Namespace) -> int:
@@ -113,7 +120,9 @@ def cmd_worker(settings: Settings) -> int:
         app, _ = create_app(settings, bootstrap)
         from faust import Worker
 
-        worker = Worker(app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False)
+        worker = Worker(app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False,
+                        logging_config=logs.dict_config(settings.log_format, settings.log_level,
+                                                        logs.secrets_of(settings)))
         print(f"streamproc worker: broker {bootstrap}, web http://{settings.web_host}:{settings.web_port}",
               flush=True)
         try:
@@ -142,7 +151,8 @@ def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
     with _bootstrap(settings) as bootstrap:
         _ensure_topics(settings, bootstrap)
         report = asyncio.run(loadgen.produce(bootstrap, generator.events(sc, args.seed), speed=speed,
-                                             progress=not args.no_progress, topic_names=dict(settings.topics)))
+                                             progress=not args.no_progress, topic_names=dict(settings.topics),
+                                             client_kwargs=_client_kwargs(settings)))
     print(report.summary() if hasattr(report, "summary") else report, file=sys.stderr)
     return 0
 
@@ -154,7 +164,8 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
         raise ConfigError(f"{args.file}: no such file")
     with _bootstrap(settings) as bootstrap:
         _ensure_topics(settings, bootstrap)
-        report = asyncio.run(loadgen.replay_file(bootstrap, args.file, args.topic, progress=not args.no_progress))
+        report = asyncio.run(loadgen.replay_file(bootstrap, args.file, args.topic, progress=not args.no_progress,
+                                                 client_kwargs=_client_kwargs(settings)))
     print(report.summary() if hasattr(report, "summary") else report, file=sys.stderr)
     return 0
 
@@ -185,6 +196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "broker":
             return cmd_broker(args)
         settings = Settings.from_env()
+        logs.configure(settings)
         if args.command == "worker":
             return cmd_worker(settings)
         if args.command == "generate":

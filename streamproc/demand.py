@@ -62,12 +62,20 @@ class ProductState:
     next_close_ms: int = 0
     """Start of the next bucket to close for this product."""
     last_event_ms: int = 0
+    last_active_ms: int = 0
+    """Start of the newest *closed* bucket with any activity. Emission and expiry decide on this, not on
+    ``last_event_ms``, so that they do not depend on how far ahead the input has been read."""
     det: dict[str, detectors.DetectorState] = field(default_factory=dict)
     incidents: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Open (firing) alert per signal."""
     last_scores: dict[str, float] = field(default_factory=dict)
     features: dict[str, Any] | None = None
     """The last features record emitted."""
+    applied: dict[str, int] = field(default_factory=dict)
+    """Per input stream, the sequence number (offset, or offset*1000+line for order lines) of the last
+    record counted here: a record replayed after a crash is recognised and not counted twice."""
+    closes: int = 0
+    """Buckets closed so far."""
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable snapshot (for the changelog-backed table)."""
@@ -80,10 +88,13 @@ class ProductState:
             "hours": [[k, *v] for k, v in self.hours.items()],
             "next_close_ms": self.next_close_ms,
             "last_event_ms": self.last_event_ms,
+            "last_active_ms": self.last_active_ms,
             "det": {k: v.to_dict() for k, v in self.det.items()},
             "incidents": self.incidents,
             "last_scores": self.last_scores,
             "features": self.features,
+            "applied": self.applied,
+            "closes": self.closes,
         }
 
     @classmethod
@@ -100,10 +111,13 @@ class ProductState:
             hours=rows(d["hours"]),
             next_close_ms=d["next_close_ms"],
             last_event_ms=d["last_event_ms"],
+            last_active_ms=d.get("last_active_ms", d["last_event_ms"]),
             det={k: detectors.DetectorState.from_dict(v) for k, v in d["det"].items()},
             incidents=d.get("incidents", {}),
             last_scores=d.get("last_scores", {}),
             features=d.get("features"),
+            applied=d.get("applied", {}),
+            closes=d.get("closes", 0),
         )
 
 
@@ -172,18 +186,24 @@ class DemandEngine:
         u.watermark.observe(stream, ts_ms, wall_ms)
         return u
 
-    def _bucket(self, u: Unit, unit_id: int, product_id: str, category: str | None, ts_ms: int) -> Counts:
+    def _bucket(self, u: Unit, unit_id: int, product_id: str, category: str | None, ts_ms: int,
+                source: str | None, seq: int | None) -> Counts | DecodeError | None:
+        """The open bucket a record counts into; None when the record was counted before (a replay),
+        a DecodeError when the product's bucket is already final."""
         p = u.products.get(product_id)
         start = bucket_start(ts_ms, self.spec.bucket_ms)
         if p is None:
-            p = ProductState(product_id=product_id, category=category, unit=unit_id, next_close_ms=start)
-            p.det = {s: detectors.new_state(self.det_cfg) for s in SIGNALS}
-            u.products[product_id] = p
-            self.index[product_id] = p
+            p = self._new_product(u, unit_id, product_id, category, start)
         elif category and not p.category:
             p.category = category
-        if start < p.next_close_ms:  # unit closed past it before this product existed
-            p.next_close_ms = start
+        if source is not None and seq is not None:
+            if seq <= p.applied.get(source, -1):
+                return None
+            p.applied[source] = seq
+        if start < p.next_close_ms:
+            if p.closes:
+                return DecodeError("late", f"ts {ts_ms} falls in a window of {product_id} that is already final")
+            p.next_close_ms = start  # first buckets of a new product, still open
         if ts_ms > p.last_event_ms:
             p.last_event_ms = ts_ms
         self.dirty.add(product_id)
@@ -192,34 +212,51 @@ class DemandEngine:
             c = p.open[start] = _zeros()
         return c
 
-    def apply_click(self, unit_id: int, stream: str, ev: Click, wall_ms: int) -> DecodeError | None:
+    def _new_product(self, u: Unit, unit_id: int, product_id: str, category: str | None, start: int) -> ProductState:
+        p = ProductState(product_id=product_id, category=category, unit=unit_id, next_close_ms=start,
+                         last_active_ms=start)
+        p.det = {s: detectors.new_state(self.det_cfg) for s in SIGNALS}
+        u.products[product_id] = p
+        self.index[product_id] = p
+        return p
+
+    def apply_click(self, unit_id: int, stream: str, ev: Click, wall_ms: int,
+                    offset: int | None = None) -> DecodeError | None:
         """Count a click; returns why not if it is late."""
         u = self._admit(unit_id, stream, ev.ts_ms, wall_ms)
         if isinstance(u, DecodeError):
             return u
-        c = self._bucket(u, unit_id, ev.product_id, ev.category, ev.ts_ms)
-        c[CARTS if ev.action == "add_to_cart" else VIEWS] += 1
-        return None
+        c = self._bucket(u, unit_id, ev.product_id, ev.category, ev.ts_ms, stream, offset)
+        if isinstance(c, list):
+            c[CARTS if ev.action == "add_to_cart" else VIEWS] += 1
+            return None
+        return c
 
     def admit_order(self, unit_id: int, stream: str, ts_ms: int, wall_ms: int) -> DecodeError | None:
         """Check an order's time against the unit (before its items are applied)."""
         u = self._admit(unit_id, stream, ts_ms, wall_ms)
         return u if isinstance(u, DecodeError) else None
 
-    def apply_item(self, unit_id: int, ts_ms: int, item: OrderItem) -> None:
-        """Count one order line of an admitted order."""
-        c = self._bucket(self.unit(unit_id), unit_id, item.product_id, item.category, ts_ms)
-        c[ORDERS] += 1
-        c[UNITS] += item.quantity
-        c[REVENUE] += item.quantity * item.unit_price
+    def apply_item(self, unit_id: int, ts_ms: int, item: OrderItem, source: str | None = None,
+                   seq: int | None = None) -> DecodeError | None:
+        """Count one order line of an admitted order (``source``/``seq`` identify it for replays)."""
+        c = self._bucket(self.unit(unit_id), unit_id, item.product_id, item.category, ts_ms, source, seq)
+        if isinstance(c, list):
+            c[ORDERS] += 1
+            c[UNITS] += item.quantity
+            c[REVENUE] += item.quantity * item.unit_price
+            return None
+        return c
 
     def apply_review(self, unit_id: int, stream: str, ev: Review, wall_ms: int,
-                     negative: float | None = None) -> DecodeError | None:
+                     negative: float | None = None, offset: int | None = None) -> DecodeError | None:
         """Count a review, with its negative probability when it has been scored."""
         u = self._admit(unit_id, stream, ev.ts_ms, wall_ms)
         if isinstance(u, DecodeError):
             return u
-        c = self._bucket(u, unit_id, ev.product_id, None, ev.ts_ms)
+        c = self._bucket(u, unit_id, ev.product_id, None, ev.ts_ms, stream, offset)
+        if not isinstance(c, list):
+            return c
         c[REVIEWS] += 1
         if negative is not None:
             c[SCORED] += 1
@@ -240,12 +277,13 @@ class DemandEngine:
             if wm is None:
                 continue
             last = self.spec.last_final_start(wm)
+            size = self.spec.bucket_ms
             if u.next_close_ms is None:
                 starts = [p.next_close_ms for p in u.products.values()]
                 if not starts:
                     continue
-                u.next_close_ms = min(starts)
-            size = self.spec.bucket_ms
+                # Not past the oldest bucket that is still open: a record admitted later may land there.
+                u.next_close_ms = min(min(starts), last + size)
             while u.next_close_ms <= last:
                 b = u.next_close_ms
                 for p in list(u.products.values()):
@@ -258,16 +296,22 @@ class DemandEngine:
         size = self.spec.bucket_ms
         counts = p.open.pop(b, None)
         if counts is None:
-            if b - p.last_event_ms > self.live_ms and not p.incidents:
+            if b - p.last_active_ms > self.live_ms and not p.incidents:
                 del u.products[p.product_id]
                 self.index.pop(p.product_id, None)
-                self.evicted.add(p.product_id)
-                self.dirty.discard(p.product_id)
+                if p.open:  # later buckets already arrived: start over, as if they had arrived after expiry
+                    fresh = self._new_product(u, p.unit, p.product_id, p.category, min(p.open))
+                    fresh.open, fresh.last_event_ms = p.open, p.last_event_ms
+                else:
+                    self.evicted.add(p.product_id)
+                    self.dirty.discard(p.product_id)
                 return
             counts = _zeros()
         else:
             p.minutes[b] = counts
+            p.last_active_ms = b
         p.next_close_ms = b + size
+        p.closes += 1
         for k in [k for k in p.minutes if k <= b - HOUR_MS]:
             del p.minutes[k]
         hour = b - b % HOUR_MS
@@ -298,7 +342,7 @@ class DemandEngine:
                 )
                 out.append(Output("alert", alert["dedup_key"], alert))
         self.dirty.add(p.product_id)
-        if b + size - p.last_event_ms <= 6 * size or p.incidents or p.features is None:
+        if b - p.last_active_ms <= 5 * size or p.incidents or p.features is None:
             rec = build_features(p, as_of_ms=b + size, bucket_ms=size, det_cfg=self.det_cfg)
             p.features = rec
             self.wall_updated[p.product_id] = wall_ms
@@ -312,6 +356,21 @@ class DemandEngine:
         """Every open incident."""
         for p in self.index.values():
             yield from p.incidents.values()
+
+    def stream_front(self, prefix: str, wall_ms: int) -> int | None:
+        """The oldest event-time front among the active streams whose name starts with ``prefix`` (e.g.
+        every ``orders/<n>`` stream of this worker): records such streams forward elsewhere are no older
+        than this, less the allowed lateness. ``-2**62`` while one of them has not spoken yet."""
+        front: int | None = None
+        idle = self.spec.idle_timeout_ms
+        for u in self.units.values():
+            for name, clock in u.watermark.streams.items():
+                if not name.startswith(prefix) or wall_ms - clock.last_seen_wall_ms >= idle:
+                    continue
+                if clock.max_ts_ms is None:
+                    return -(2**62)
+                front = clock.max_ts_ms if front is None else min(front, clock.max_ts_ms)
+        return front
 
     def watermarks(self) -> dict[int, int | None]:
         return {k: u.watermark.watermark_ms for k, u in self.units.items()}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from functools import cache
 from importlib import resources
 from typing import Any, Callable, Literal
@@ -34,6 +34,8 @@ __all__ = [
 ]
 
 DEFAULT_MAX_BYTES = 1 << 20
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
 
 ErrorKind = Literal["not_json", "schema", "oversize", "late"]
 
@@ -115,10 +117,12 @@ def parse_ts(value: Any) -> int:
     """Event time in epoch milliseconds from an integer or an RFC 3339 string with offset."""
     if type(value) is int:
         return value
+    if type(value) is float and value.is_integer():  # JSON Schema counts 1.0 as an integer
+        return int(value)
     dt = datetime.fromisoformat(value.replace("z", "Z"))
     if dt.tzinfo is None:
         raise ValueError("timestamp has no UTC offset")
-    return int(dt.timestamp() * 1000)
+    return (dt - _EPOCH) // _MS  # exact: float timestamp() * 1000 loses a millisecond after 2038
 
 
 def _load(raw: bytes | None, name: str, max_bytes: int) -> dict[str, Any] | DecodeError:
@@ -176,7 +180,7 @@ def decode_order(raw: bytes | None, max_bytes: int = DEFAULT_MAX_BYTES) -> Order
     items = tuple(
         OrderItem(
             product_id=it["product_id"],
-            quantity=it["quantity"],
+            quantity=int(it["quantity"]),  # JSON Schema counts 2.0 as an integer; the engine wants an int
             unit_price=float(it["unit_price"]),
             category=it.get("category"),
         )
@@ -198,7 +202,7 @@ def decode_review(raw: bytes | None, max_bytes: int = DEFAULT_MAX_BYTES) -> Revi
         ts_ms=ts,
         user_id=obj.get("user_id"),
         product_id=obj["product_id"],
-        rating=obj.get("rating"),
+        rating=None if obj.get("rating") is None else int(obj["rating"]),  # 4.0 is an integer to JSON Schema
         title=obj.get("title"),
         text=obj["text"],
         lang=obj.get("lang"),

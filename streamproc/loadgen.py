@@ -131,10 +131,11 @@ class _BatchSender:
             await asyncio.gather(*list(self._in_flight), return_exceptions=True)
 
 
-async def _start_producer(bootstrap: str, *, linger_ms: int, acks: int | str) -> AIOKafkaProducer:
+async def _start_producer(bootstrap: str, *, linger_ms: int, acks: int | str,
+                          client_kwargs: Mapping[str, Any] | None = None) -> AIOKafkaProducer:
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap, acks=acks, linger_ms=linger_ms, max_batch_size=_MAX_BATCH_BYTES,
-        compression_type=None, enable_idempotence=False,
+        compression_type=None, enable_idempotence=False, **(client_kwargs or {}),
     )
     try:
         await producer.start()
@@ -175,8 +176,9 @@ async def _paced(items: Iterable[Item], speed: float | None, start_wall: float |
 
 
 async def _run(bootstrap: str, items: Iterable[Item], *, speed: float | None, start_wall: float | None,
-               progress: bool, linger_ms: int, acks: int | str, clock: Clock, desc: str) -> tuple[int, int, float]:
-    producer = await _start_producer(bootstrap, linger_ms=linger_ms, acks=acks)
+               progress: bool, linger_ms: int, acks: int | str, clock: Clock, desc: str,
+               client_kwargs: Mapping[str, Any] | None = None) -> tuple[int, int, float]:
+    producer = await _start_producer(bootstrap, linger_ms=linger_ms, acks=acks, client_kwargs=client_kwargs)
     sender = _BatchSender(producer)
     total = len(items) if isinstance(items, Sized) else None
     count = 0
@@ -204,19 +206,22 @@ async def produce(
     bootstrap: str, items: Iterable[tuple[str, bytes, bytes, int]], *, speed: float | None,
     start_wall: float | None = None, progress: bool = True, topic_names: Mapping[str, str] | None = None,
     linger_ms: int = 20, acks: int | str = 1, clock: Clock | None = None,
+    client_kwargs: Mapping[str, Any] | None = None,
 ) -> ProduceReport:
     """Send ``(topic, key, value, ts_ms)`` items (e.g. :func:`streamproc.generator.events`) to Kafka.
 
     ``speed=None`` sends as fast as possible. ``speed=k`` paces the run so event time advances k times
     as fast as the wall clock, counting from the first item, which is due at ``start_wall`` (epoch
     seconds; default now). A ``start_wall`` in the past sends the overdue part as a fast backfill, then
-    goes on live. ``topic_names`` maps logical topics (``clicks``) to real ones.
+    goes on live. ``topic_names`` maps logical topics (``clicks``) to real ones. ``client_kwargs`` are the
+    producer's security settings (:func:`streamproc.kafka_auth.client_kwargs`).
     """
     names = dict(topic_names or {})
     routed = ((names.get(t, t), k, v, ts) for t, k, v, ts in items)
     source: Iterable[Item] = _Sized(routed, len(items)) if isinstance(items, Sized) else routed
     count, errors, seconds = await _run(bootstrap, source, speed=speed, start_wall=start_wall, progress=progress,
-                                        linger_ms=linger_ms, acks=acks, clock=clock or SystemClock(), desc="produce")
+                                        linger_ms=linger_ms, acks=acks, clock=clock or SystemClock(), desc="produce",
+                                        client_kwargs=client_kwargs)
     return _report(count, errors, seconds)
 
 
@@ -287,7 +292,7 @@ def read_jsonl_records(path: str | os.PathLike[str], topic: str, counter: _Repla
 async def replay_file(
     bootstrap: str, path: str | os.PathLike[str], topic: str, *, speed: float | None = None,
     start_wall: float | None = None, progress: bool = True, linger_ms: int = 20, acks: int | str = 1,
-    clock: Clock | None = None,
+    clock: Clock | None = None, client_kwargs: Mapping[str, Any] | None = None,
 ) -> ProduceReport:
     """Bulk-load a recorded JSONL or JSONL.gz file into ``topic`` (a real topic name), keyed by product id.
 
@@ -297,5 +302,6 @@ async def replay_file(
     count, errors, seconds = await _run(
         bootstrap, read_jsonl_records(path, topic, counter), speed=speed, start_wall=start_wall,
         progress=progress, linger_ms=linger_ms, acks=acks, clock=clock or SystemClock(), desc=f"replay {topic}",
+        client_kwargs=client_kwargs,
     )
     return _report(count, errors, seconds, counter.not_json)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from aiokafka.partitioner import murmur2
 from .clock import Clock, SystemClock
 from .demand import DemandEngine, Output, ProductState
 from .events import Click, DecodeError, Order, OrderItem, Review, decoder_for
+from .logs import alert_fields
 from .metrics import Metrics
 from .settings import Settings
 
@@ -69,6 +71,7 @@ class Runtime:
         """Event times of order lines forwarded to each unit and not yet read back, oldest first."""
         self.processed_offsets: dict[tuple[str, int], int] = {}
         """Last offset handled per (topic, partition): with the consumer's positions it tells backlog from idleness."""
+        self.metrics.bind_runtime(self)  # table sizes and open incidents, computed at scrape time
 
     # -- input ---------------------------------------------------------------------------------
 
@@ -90,21 +93,21 @@ class Runtime:
             if isinstance(ev, DecodeError):
                 err = ev
             elif isinstance(ev, Click):
-                err = eng.apply_click(rec.partition, stream, ev, wall)
+                err = eng.apply_click(rec.partition, stream, ev, wall, rec.offset)
             elif isinstance(ev, Order):
                 err = eng.admit_order(rec.partition, stream, ev.ts_ms, wall)
                 if err is None:
-                    await self._apply_order(rec.partition, ev)
+                    err = await self._apply_order(rec.partition, stream, rec.offset, ev)
             elif isinstance(ev, Review):
-                err = eng.apply_review(rec.partition, stream, ev, wall)
+                err = eng.apply_review(rec.partition, stream, ev, wall, offset=rec.offset)
             else:  # a forwarded order line
-                ts, item = ev
+                ts, item, source, seq = ev
                 pending = self.in_flight.get(rec.partition)
                 if pending:
                     pending.popleft()
                 err = eng.admit_order(rec.partition, stream, ts, wall)
                 if err is None:
-                    eng.apply_item(rec.partition, ts, item)
+                    err = eng.apply_item(rec.partition, ts, item, source, seq)
             self.processed_offsets[(rec.topic, rec.partition)] = rec.offset
             if err is not None:
                 await self.dead_letter(logical, rec, err.kind, err.message)
@@ -114,17 +117,22 @@ class Runtime:
             self.metrics.records_in.labels(logical).inc(len(records))
             self.metrics.records_processed.labels(logical).inc(processed)
 
-    async def _apply_order(self, partition: int, order: Order) -> None:
-        for item in order.items:
+    async def _apply_order(self, partition: int, stream: str, offset: int, order: Order) -> DecodeError | None:
+        """Count the order's local lines and forward the others to their products' partitions. Each line
+        is identified by the order's offset and its position, so a replay after a crash counts it once."""
+        err = None
+        for line, item in enumerate(order.items):
+            seq = offset * 1000 + line
             home = partition_for(item.product_id, self.partitions)
             if home == partition:
-                self.engine.apply_item(partition, order.ts_ms, item)
+                err = self.engine.apply_item(partition, order.ts_ms, item, stream, seq) or err
             else:
                 value = orjson.dumps({"ts": order.ts_ms, "order_id": order.order_id, "product_id": item.product_id,
                                       "quantity": item.quantity, "unit_price": item.unit_price,
-                                      "category": item.category})
+                                      "category": item.category, "source": stream, "seq": seq})
                 self.in_flight.setdefault(home, deque()).append(order.ts_ms)
                 await self.send(ORDER_ITEMS, item.product_id.encode(), value, None)
+        return err
 
     async def dead_letter(self, logical: str, rec: Record, kind: str, message: str) -> None:
         """Send a record to the dead-letter topic with its original bytes, headers and the reason."""
@@ -143,7 +151,15 @@ class Runtime:
     async def tick(self) -> None:
         """Close what became final and publish the results."""
         holds = {unit: min(q) for unit, q in self.in_flight.items() if q}
+        # Any local orders stream may still forward lines to any unit: no unit closes past the slowest
+        # of them. (Workers do not see each other's streams; across workers the idle timeout applies.)
+        front = self.engine.stream_front("orders/", self.clock.now_ms())
+        if front is not None:
+            for unit in self.engine.units:
+                holds[unit] = min(holds.get(unit, front), front)
+        started = time.perf_counter()
         outputs = self.engine.tick(self.clock.now_ms(), holds)
+        self.metrics.observe_tick(outputs, self.clock.now_ms(), time.perf_counter() - started)
         await self.publish(outputs)
         now = self.clock.now_ms()
         for unit, wm in self.engine.watermarks().items():
@@ -164,7 +180,7 @@ class Runtime:
                 self.recent_alerts.appendleft(out.value)
                 self.metrics.alerts.labels(out.value["labels"]["alertname"], out.value["status"]).inc()
                 log.warning("alert %s %s: %s", out.value["status"], out.value["dedup_key"],
-                            out.value["annotations"]["summary"])
+                            out.value["annotations"]["summary"], extra={"fields": alert_fields(out.value)})
                 if self.webhooks is not None:
                     self.webhooks.submit(out.value)
 
@@ -191,9 +207,18 @@ class Runtime:
         self.engine.restore(ProductState.from_dict(orjson.loads(snapshot)))
 
 
-def _decode_item(raw: bytes | None, max_bytes: int) -> tuple[int, OrderItem] | DecodeError:
+def _decode_item(raw: bytes | None, max_bytes: int) -> tuple[int, OrderItem, str | None, int | None] | DecodeError:
     try:
         d = orjson.loads(raw or b"")
-        return d["ts"], OrderItem(d["product_id"], d["quantity"], d["unit_price"], d.get("category"))
+        item = OrderItem(d["product_id"], d["quantity"], d["unit_price"], d.get("category"))
+        ts, source, seq = d["ts"], d.get("source"), d.get("seq")
     except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
         return DecodeError("schema", f"bad forwarded order line: {exc}")
+    # Bytes from Kafka all the same: wrong types must be dead-lettered here, not crash the engine.
+    if (type(ts) is not int or type(item.product_id) is not str or not item.product_id
+            or type(item.quantity) is not int or item.quantity < 1
+            or type(item.unit_price) not in (int, float) or not item.unit_price >= 0
+            or not isinstance(item.category, (str, type(None))) or not isinstance(source, (str, type(None)))
+            or not (seq is None or type(seq) is int)):
+        return DecodeError("schema", f"bad forwarded order line: wrong field types in {(raw or b'')[:200]!r}")
+    return ts, item, source, seq

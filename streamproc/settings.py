@@ -13,7 +13,10 @@ from urllib.parse import urlparse
 from .errors import ConfigError
 from .windows import WindowSpec
 
-__all__ = ["Settings", "TOPICS", "INPUT_TOPICS", "ENV_VARS"]
+__all__ = ["Settings", "TOPICS", "INPUT_TOPICS", "ENV_VARS", "SECRET_ENV_VARS", "WEBHOOK_FORMAT_PREFIXES"]
+
+#: ``STREAMPROC_WEBHOOK_URLS`` entries starting with one of these get Alertmanager-format payloads.
+WEBHOOK_FORMAT_PREFIXES = ("am+", "alertmanager+", "native+")
 
 #: Logical topic names; ``STREAMPROC_TOPIC_<NAME>`` (upper case, ``-`` as ``_``) renames each.
 TOPICS = ("clicks", "orders", "reviews", "alerts", "scored-reviews", "product-features", "dead-letters")
@@ -26,6 +29,16 @@ _INT_VARS = {
     "STREAMPROC_FEATURE_MAX_AGE_MS": ("feature_max_age_ms", 1, 10**12),
     "STREAMPROC_BATCH_SIZE": ("batch_size", 1, 1_000_000),
     "STREAMPROC_WEBHOOK_TIMEOUT_MS": ("webhook_timeout_ms", 1, 10**9),
+    # Alert delivery (docs/alert-delivery.md).
+    "STREAMPROC_WEBHOOK_GROUP_WAIT_MS": ("webhook_group_wait_ms", 0, 3_600_000),
+    "STREAMPROC_WEBHOOK_MAX_ALERTS": ("webhook_max_alerts", 1, 10_000),
+    "STREAMPROC_WEBHOOK_DEADLINE_MS": ("webhook_deadline_ms", 1_000, 7 * 86_400_000),
+    "STREAMPROC_WEBHOOK_BACKOFF_MS": ("webhook_backoff_ms", 1, 3_600_000),
+    "STREAMPROC_WEBHOOK_MAX_BACKOFF_MS": ("webhook_max_backoff_ms", 1, 86_400_000),
+    "STREAMPROC_WEBHOOK_SEND_INHIBITED": ("webhook_send_inhibited", 0, 1),
+    "STREAMPROC_ALERT_REPEAT_INTERVAL_MS": ("alert_repeat_interval_ms", 1_000, 30 * 86_400_000),
+    "STREAMPROC_ALERT_PENDING_MS": ("alert_pending_ms", 0, 86_400_000),
+    "STREAMPROC_ALERT_KEEP_FIRING_MS": ("alert_keep_firing_ms", 0, 86_400_000),
 }
 _WINDOW_VARS = {
     "STREAMPROC_BUCKET_MS": ("bucket_ms", 1_000, 86_400_000),
@@ -39,9 +52,10 @@ _WINDOW_VARS = {
 def _env_list() -> list[str]:
     names = ["STREAMPROC_BROKER", "STREAMPROC_STORE", "STREAMPROC_WEBHOOK_URLS", "STREAMPROC_WEBHOOK_SECRET",
              "STREAMPROC_MODEL_DIR", "STREAMPROC_APP_ID", "STREAMPROC_WEB_HOST", "STREAMPROC_DATA_DIR",
-             "STREAMPROC_LOG_LEVEL", "STREAMPROC_WEB_BIND"]
+             "STREAMPROC_LOG_LEVEL", "STREAMPROC_LOG_FORMAT", "STREAMPROC_WEB_BIND", "STREAMPROC_WEBHOOK_EXTERNAL_URL"]
     names += list(_INT_VARS) + list(_WINDOW_VARS)
     names += [f"STREAMPROC_TOPIC_{t.upper().replace('-', '_')}" for t in TOPICS]
+    names += list(_SECURITY_VARS)
     return names
 
 
@@ -61,6 +75,27 @@ class Settings:
     webhook_urls: tuple[str, ...] = ()
     webhook_secret: str | None = field(default=None, repr=False)
     webhook_timeout_ms: int = 10_000
+    """Per-request timeout of a webhook POST."""
+    webhook_group_wait_ms: int = 5_000
+    """Alerts arriving within this long of the first undelivered one go out in one POST per receiver."""
+    webhook_max_alerts: int = 100
+    """At most this many alerts per webhook POST."""
+    webhook_deadline_ms: int = 3_600_000
+    """Retry a delivery until this long after the alert was published, then dead-letter it."""
+    webhook_backoff_ms: int = 500
+    """First retry delay (doubling each attempt, with jitter)."""
+    webhook_max_backoff_ms: int = 60_000
+    """Longest retry delay (a longer ``Retry-After`` is still honoured)."""
+    webhook_send_inhibited: int = 0
+    """1: also page for product alerts inhibited by a category alert."""
+    webhook_external_url: str | None = None
+    """``externalURL`` in Alertmanager-format payloads (default: this worker's web address)."""
+    alert_repeat_interval_ms: int = 4 * 3_600_000
+    """Re-notify a still-firing incident after this long (wall clock)."""
+    alert_pending_ms: int | None = None
+    """Event time a condition must hold before firing (rounded up to buckets; default: the detector's)."""
+    alert_keep_firing_ms: int | None = None
+    """Event time a condition must stay clear before resolving (rounded up to buckets; default: the detector's)."""
     model_dir: str | None = None
     partitions: int = 4
     """Partitions of the topics streamproc creates (all input topics get the same count)."""
@@ -69,10 +104,28 @@ class Settings:
     """Features not recomputed for this long (wall clock) are served as OUTSIDE_MAX_AGE."""
     batch_size: int = 2_000
     log_level: str = "warn"
+    log_format: str = "text"
+    """``text`` (human-readable) or ``json`` (one JSON object per line, for log shippers)."""
     window: WindowSpec = WindowSpec()
     detect_overrides: tuple[tuple[str, float], ...] = ()
     """``STREAMPROC_DETECT_<FIELD>`` overrides of the detector defaults."""
     topics: tuple[tuple[str, str], ...] = tuple((t, t) for t in TOPICS)
+    # Security (docs in the README, "Security"); applied by kafka_auth.py and web_auth.py.
+    kafka_security_protocol: str = "PLAINTEXT"
+    """PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL: how every Kafka client of streamproc connects."""
+    kafka_sasl_mechanism: str | None = None
+    """PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (SASL_* protocols; default PLAIN)."""
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: str | None = field(default=None, repr=False)
+    kafka_ssl_cafile: str | None = None
+    """PEM file of the CA that signed the brokers' certificates (default: the system CAs)."""
+    kafka_ssl_certfile: str | None = None
+    """PEM client certificate (mutual TLS)."""
+    kafka_ssl_keyfile: str | None = None
+    """PEM private key of the client certificate."""
+    kafka_ssl_key_password: str | None = field(default=None, repr=False)
+    api_token: str | None = field(default=None, repr=False)
+    """When set, HTTP write requests (POST/PUT/PATCH/DELETE) need ``Authorization: Bearer <token>``."""
 
     def topic(self, logical: str) -> str:
         """The real name of a logical topic."""
@@ -114,13 +167,15 @@ class Settings:
         if urls:
             parsed = tuple(u.strip() for u in urls.split(",") if u.strip())
             for u in parsed:
-                pu = urlparse(u)
+                pu = urlparse(u.split("+", 1)[1] if u.startswith(WEBHOOK_FORMAT_PREFIXES) else u)
                 if pu.scheme not in ("http", "https") or not pu.netloc:
-                    raise ConfigError(f"STREAMPROC_WEBHOOK_URLS: {u!r} is not an http(s) URL; e.g. http://localhost:9000/hook")
+                    raise ConfigError(f"STREAMPROC_WEBHOOK_URLS: {u!r} is not an http(s) URL, optionally prefixed "
+                                  "am+ (Alertmanager format); e.g. http://localhost:9000/hook,am+http://am:9093/hook")
             kw["webhook_urls"] = parsed
         for var, name in (("STREAMPROC_WEBHOOK_SECRET", "webhook_secret"), ("STREAMPROC_MODEL_DIR", "model_dir"),
                           ("STREAMPROC_APP_ID", "app_id"), ("STREAMPROC_WEB_HOST", "web_host"),
-                          ("STREAMPROC_WEB_BIND", "web_bind"), ("STREAMPROC_DATA_DIR", "data_dir")):
+                          ("STREAMPROC_WEB_BIND", "web_bind"), ("STREAMPROC_DATA_DIR", "data_dir"),
+                          ("STREAMPROC_WEBHOOK_EXTERNAL_URL", "webhook_external_url")):
             if env.get(var):
                 kw[name] = env[var]
         level = env.get("STREAMPROC_LOG_LEVEL")
@@ -128,6 +183,11 @@ class Settings:
             if level not in ("crit", "error", "warn", "info", "debug"):
                 raise ConfigError(f"STREAMPROC_LOG_LEVEL={level!r}: use one of crit, error, warn, info, debug")
             kw["log_level"] = level
+        log_format = env.get("STREAMPROC_LOG_FORMAT")
+        if log_format is not None:
+            if log_format.strip().lower() not in ("text", "json"):
+                raise ConfigError(f"STREAMPROC_LOG_FORMAT={log_format!r}: use json (one JSON object per line) or text")
+            kw["log_format"] = log_format.strip().lower()
         topics = []
         for t in TOPICS:
             var = f"STREAMPROC_TOPIC_{t.upper().replace('-', '_')}"
@@ -136,7 +196,8 @@ class Settings:
                 raise ConfigError(f"{var}={name!r}: topic names use letters, digits, '.', '_' and '-'")
             topics.append((t, name))
         kw["topics"] = tuple(topics)
-        kw["detect_overrides"] = _detect_overrides(env)
+        kw["detect_overrides"] = _alert_period_overrides(_detect_overrides(env), kw)
+        kw.update(_security(env, has_broker="broker" in kw))
         return cls(**kw)  # type: ignore[arg-type]
 
 
@@ -149,6 +210,22 @@ def _int(env: Mapping[str, str], var: str, lo: int, hi: int) -> int:
     if not lo <= value <= hi:
         raise ConfigError(f"{var}={value}: must be between {lo} and {hi}")
     return value
+
+
+def _alert_period_overrides(overrides: tuple[tuple[str, float], ...],
+                            kw: Mapping[str, object]) -> tuple[tuple[str, float], ...]:
+    """``STREAMPROC_ALERT_PENDING_MS`` / ``_KEEP_FIRING_MS`` as detector steps (buckets, rounded up)."""
+    bucket_ms = kw.get("window", WindowSpec()).bucket_ms  # type: ignore[attr-defined]
+    out = dict(overrides)
+    for ms_field, step_field, var in (("alert_pending_ms", "pending_steps", "STREAMPROC_ALERT_PENDING_MS"),
+                                      ("alert_keep_firing_ms", "keep_firing_steps", "STREAMPROC_ALERT_KEEP_FIRING_MS")):
+        ms = kw.get(ms_field)
+        if ms is None:
+            continue
+        if step_field in out:
+            raise ConfigError(f"{var} and STREAMPROC_DETECT_{step_field.upper()} both set: keep one")
+        out[step_field] = max(1, -(-int(ms) // bucket_ms))  # type: ignore[call-overload]
+    return tuple(sorted(out.items()))
 
 
 def _detect_overrides(env: Mapping[str, str]) -> tuple[tuple[str, float], ...]:
@@ -169,7 +246,70 @@ def _detect_overrides(env: Mapping[str, str]) -> tuple[tuple[str, float], ...]:
         except ValueError:
             raise ConfigError(f"{var}={raw!r}: expected a {type(default).__name__} like {default!r}") from None
         out.append((name, value))
+        try:  # range checks live in DetectorConfig; fail here, at start-up, not when the worker builds it
+            DetectorConfig(**{name: value})
+        except ValueError as exc:
+            raise ConfigError(f"{var}={raw!r}: {exc}") from None
     return tuple(sorted(out))
+
+
+_SECURITY_VARS = {
+    "STREAMPROC_KAFKA_SECURITY_PROTOCOL": "kafka_security_protocol",
+    "STREAMPROC_KAFKA_SASL_MECHANISM": "kafka_sasl_mechanism",
+    "STREAMPROC_KAFKA_SASL_USERNAME": "kafka_sasl_username",
+    "STREAMPROC_KAFKA_SASL_PASSWORD": "kafka_sasl_password",
+    "STREAMPROC_KAFKA_SSL_CAFILE": "kafka_ssl_cafile",
+    "STREAMPROC_KAFKA_SSL_CERTFILE": "kafka_ssl_certfile",
+    "STREAMPROC_KAFKA_SSL_KEYFILE": "kafka_ssl_keyfile",
+    "STREAMPROC_KAFKA_SSL_KEY_PASSWORD": "kafka_ssl_key_password",
+    "STREAMPROC_API_TOKEN": "api_token",
+}
+SECRET_ENV_VARS = ("STREAMPROC_WEBHOOK_SECRET", "STREAMPROC_KAFKA_SASL_PASSWORD", "STREAMPROC_KAFKA_SSL_KEY_PASSWORD",
+                   "STREAMPROC_API_TOKEN")
+"""Variables whose values must never be shown (repr, logs)."""
+
+
+def _security(env: Mapping[str, str], *, has_broker: bool) -> dict[str, object]:
+    """Kafka SASL/TLS and the HTTP API token; combinations that cannot work fail here, at start-up."""
+    kw: dict[str, object] = {var_name: env[var] for var, var_name in _SECURITY_VARS.items() if env.get(var)}
+    proto = str(kw.get("kafka_security_protocol", "PLAINTEXT")).strip().upper()
+    protocols = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+    if proto not in protocols:
+        raise ConfigError(f"STREAMPROC_KAFKA_SECURITY_PROTOCOL={proto!r}: use one of {', '.join(protocols)}")
+    kw["kafka_security_protocol"] = proto
+    sasl = [v for v in ("STREAMPROC_KAFKA_SASL_MECHANISM", "STREAMPROC_KAFKA_SASL_USERNAME",
+                        "STREAMPROC_KAFKA_SASL_PASSWORD") if env.get(v)]
+    tls = [v for v in ("STREAMPROC_KAFKA_SSL_CAFILE", "STREAMPROC_KAFKA_SSL_CERTFILE", "STREAMPROC_KAFKA_SSL_KEYFILE",
+                       "STREAMPROC_KAFKA_SSL_KEY_PASSWORD") if env.get(v)]
+    if proto != "PLAINTEXT" and not has_broker:
+        raise ConfigError(f"STREAMPROC_KAFKA_SECURITY_PROTOCOL={proto}: the embedded broker speaks PLAINTEXT only; "
+                          "set STREAMPROC_BROKER=host:port of your Kafka")
+    if proto.startswith("SASL_"):
+        mech = str(kw.get("kafka_sasl_mechanism", "PLAIN")).strip().upper()
+        if mech not in ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"):
+            raise ConfigError(f"STREAMPROC_KAFKA_SASL_MECHANISM={mech!r}: use PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512")
+        kw["kafka_sasl_mechanism"] = mech
+        if not env.get("STREAMPROC_KAFKA_SASL_USERNAME") or not env.get("STREAMPROC_KAFKA_SASL_PASSWORD"):
+            raise ConfigError(f"STREAMPROC_KAFKA_SECURITY_PROTOCOL={proto} needs STREAMPROC_KAFKA_SASL_USERNAME and "
+                              "STREAMPROC_KAFKA_SASL_PASSWORD")
+    elif sasl:
+        raise ConfigError(f"{sasl[0]} is set but STREAMPROC_KAFKA_SECURITY_PROTOCOL={proto}: "
+                          "use SASL_SSL (or SASL_PLAINTEXT on a trusted network)")
+    if proto in ("SSL", "SASL_SSL"):
+        for var in tls:
+            if var != "STREAMPROC_KAFKA_SSL_KEY_PASSWORD" and not os.path.isfile(env[var]):
+                raise ConfigError(f"{var}={env[var]!r}: no such file; give the path of a PEM file")
+        if env.get("STREAMPROC_KAFKA_SSL_KEYFILE") and not env.get("STREAMPROC_KAFKA_SSL_CERTFILE"):
+            raise ConfigError("STREAMPROC_KAFKA_SSL_KEYFILE needs STREAMPROC_KAFKA_SSL_CERTFILE (the client certificate)")
+        if env.get("STREAMPROC_KAFKA_SSL_KEY_PASSWORD") and not env.get("STREAMPROC_KAFKA_SSL_KEYFILE"):
+            raise ConfigError("STREAMPROC_KAFKA_SSL_KEY_PASSWORD needs STREAMPROC_KAFKA_SSL_KEYFILE")
+    elif tls:
+        raise ConfigError(f"{tls[0]} is set but STREAMPROC_KAFKA_SECURITY_PROTOCOL={proto}: use SSL or SASL_SSL")
+    token = env.get("STREAMPROC_API_TOKEN")
+    if token is not None and token != "" and (len(token) < 16 or not all(33 <= ord(c) < 127 for c in token)):
+        raise ConfigError("STREAMPROC_API_TOKEN: use at least 16 printable ASCII characters without spaces, "
+                          "e.g. the output of `openssl rand -hex 32`")
+    return kw
 
 
 ENV_VARS = _env_list()

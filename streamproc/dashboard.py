@@ -1,0 +1,190 @@
+"""The live dashboard's data: ``GET /dashboard/state`` (one JSON snapshot) and ``GET /events/stream``
+(the same snapshot pushed as server-sent events every second), plus the page's packaged assets under
+``/static/``. The page itself (``GET /``, ``static/index.html``) needs no network beyond this worker.
+
+A snapshot holds the firing alerts (with the silences muting them), trending products by orders and by
+clicks with the last hour of bucket counts (``series``, oldest first, one value per bucket), sentiment
+over 24 h per reviewed product (``null`` until a sentiment model ships), and processor health: records
+per second per input topic, watermark delay, consumer lag, dead letters per second, webhook delivery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterable
+from importlib import resources
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from .demand import CARTS, HOUR_MS, ORDERS, VIEWS, ProductState
+from .observability import RateTracker, sample_values
+from .settings import INPUT_TOPICS
+
+__all__ = ["add_dashboard_routes", "dashboard_state", "product_series", "STREAM_INTERVAL_S"]
+
+STREAM_INTERVAL_S = 1.0
+TRENDING_LIMIT = 10
+SENTIMENT_LIMIT = 10
+ASSETS = {"dashboard.js": "application/javascript", "dashboard.css": "text/css"}
+
+_DASH = web.AppKey("dashboard", dict)
+
+
+def product_series(p: ProductState, signal: str, bucket_ms: int) -> list[float]:
+    """The product's counts of ``signal`` per closed bucket over the last hour, oldest first (zeros where
+    nothing happened), ending with the newest closed bucket."""
+    n = max(1, HOUR_MS // bucket_ms)
+    end = p.next_close_ms  # start of the next bucket to close = end of the newest closed one
+    out = []
+    for i in range(n, 0, -1):
+        c = p.minutes.get(end - i * bucket_ms)
+        out.append(0.0 if c is None else (c[ORDERS] if signal == "orders" else c[VIEWS] + c[CARTS]))
+    return out
+
+
+def _trending(rt: Any, signal: str, bucket_ms: int, limit: int) -> list[dict[str, Any]]:
+    ranked = sorted(((p.last_scores.get(signal, 0.0), pid, p) for pid, p in rt.engine.index.items()),
+                    key=lambda t: (-t[0], t[1]))[:limit]
+    items = []
+    for score, pid, p in ranked:
+        f = (p.features or {}).get("features", {})
+        items.append({"product_id": pid, "category": p.category, "surge_score": score,
+                      "orders_5m": f.get("orders_5m"), "clicks_5m": f.get("clicks_5m"),
+                      "firing": signal in p.incidents, "series": product_series(p, signal, bucket_ms)})
+    return items
+
+
+def _sentiment(rt: Any, limit: int) -> list[dict[str, Any]]:
+    rows = []
+    for pid, p in rt.engine.index.items():
+        f = (p.features or {}).get("features", {})
+        if f.get("reviews_24h"):
+            rows.append({"product_id": pid, "category": p.category, "reviews_24h": f["reviews_24h"],
+                         "sentiment_mean_24h": f.get("sentiment_mean_24h"),
+                         "negative_share_24h": f.get("negative_share_24h"),
+                         "firing": any(a["labels"]["alertname"] == "negative_review_spike"
+                                       for a in p.incidents.values())})
+    rows.sort(key=lambda r: (-(r["negative_share_24h"] or 0.0), -r["reviews_24h"], r["product_id"]))
+    return rows[:limit]
+
+
+def _sum_by(samples: Iterable[tuple[dict[str, str], float]], label: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for labels, value in samples:
+        key = labels.get(label, "")
+        out[key] = out.get(key, 0.0) + value
+    return out
+
+
+def _health(rt: Any, rates: RateTracker, now_ms: int) -> dict[str, Any]:
+    s = sample_values(rt.metrics.registry)
+    records_in = _sum_by(s.get("streamproc_records_in_total", []), "topic")
+    processed = _sum_by(s.get("streamproc_records_processed_total", []), "topic")
+    dead = [(lab, v) for lab, v in s.get("streamproc_dead_letters_total", [])]
+    lag = _sum_by(s.get("streamproc_consumer_lag_records", []), "topic")
+    totals = {f"in:{t}": records_in.get(t, 0.0) for t in INPUT_TOPICS}
+    totals["dead"] = sum(v for _, v in dead)
+    r = rates.rates(totals)
+    topics = {t: {"records_total": records_in.get(t, 0.0), "processed_total": processed.get(t, 0.0),
+                  "dead_letters_total": sum(v for lab, v in dead if lab.get("topic") == t),
+                  "records_per_s": r.get(f"in:{t}")}
+              for t in INPUT_TOPICS}
+    watermarks = {}
+    for unit, wm in sorted(rt.engine.watermarks().items()):
+        watermarks[str(unit)] = None if wm is None else max(0.0, (now_ms - wm) / 1000)
+    delays = [d for d in watermarks.values() if d is not None]
+    receivers: dict[str, dict[str, Any]] = {}
+    for name, key in (("streamproc_webhook_deliveries_total", "posts"), ("streamproc_webhook_alerts_total", "alerts")):
+        for lab, v in s.get(name, []):
+            rec = receivers.setdefault(lab.get("receiver", ""), {"queue": 0.0, "posts": {}, "alerts": {}})
+            rec[key][lab.get("outcome", "")] = rec[key].get(lab.get("outcome", ""), 0.0) + v
+    for lab, v in s.get("streamproc_webhook_queue_depth", []):
+        receivers.setdefault(lab.get("receiver", ""), {"queue": 0.0, "posts": {}, "alerts": {}})["queue"] = v
+    return {
+        "ready": bool(rt.ready),
+        "topics": topics,
+        "watermark_delay_s": watermarks,
+        "watermark_delay_max_s": max(delays) if delays else None,
+        "consumer_lag_records": {t: lag[t] for t in sorted(lag)},
+        "dead_letters_per_s": r.get("dead"),
+        "dead_letters_total": totals["dead"],
+        "dead_letters_by_reason": _sum_by(dead, "reason"),
+        "webhooks": [{"receiver": k, **v} for k, v in sorted(receivers.items())],
+        "webhooks_configured": bool(rt.settings.webhook_urls),
+        "products_tracked": len(rt.engine.index),
+    }
+
+
+def dashboard_state(rt: Any, *, silences: Any = None, rates: RateTracker | None = None,
+                    limit: int = TRENDING_LIMIT) -> dict[str, Any]:
+    """One snapshot of everything the dashboard shows."""
+    now = rt.clock.now_ms()
+    bucket_ms = rt.settings.window.bucket_ms
+    store = getattr(silences, "store", None)
+    alerts = []
+    for a in sorted(rt.engine.firing(), key=lambda a: a["starts_at"], reverse=True):
+        muted = store.muting(a["labels"], now) if store is not None else []
+        alerts.append({**a, "silenced_by": muted})
+    sentiment = _sentiment(rt, SENTIMENT_LIMIT)
+    active = [s for s in store.silences.values() if s.state(now) == "active"] if store is not None else []
+    return {
+        "now_ms": now,
+        "bucket_ms": bucket_ms,
+        "alerts": alerts,
+        "trending": {sig: _trending(rt, sig, bucket_ms, limit) for sig in ("orders", "clicks")},
+        "sentiment": sentiment,
+        "sentiment_model": any(r["sentiment_mean_24h"] is not None for r in sentiment),
+        "silences_active": len(active),
+        "silences_enabled": silences is not None,
+        "health": _health(rt, rates or RateTracker(), now),
+    }
+
+
+def _state_of(request: web.Request) -> dict[str, Any]:
+    d = request.app[_DASH]
+    return dashboard_state(d["runtime"], silences=d["silences"], rates=d["rates"])
+
+
+async def state_view(request: web.Request) -> web.Response:
+    return web.Response(body=orjson.dumps(_state_of(request)), content_type="application/json",
+                        headers={"Cache-Control": "no-store"})
+
+
+async def stream_view(request: web.Request) -> web.StreamResponse:
+    """Server-sent events: ``event: state`` with a snapshot every second until the client goes away or
+    the worker stops."""
+    stopping: asyncio.Event = request.app[_DASH]["stopping"]
+    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store",
+                                       "X-Accel-Buffering": "no"})
+    await resp.prepare(request)
+    with contextlib.suppress(ConnectionError, asyncio.CancelledError):
+        await resp.write(b"retry: 2000\n\n")
+        while not stopping.is_set():
+            await resp.write(b"event: state\ndata: " + orjson.dumps(_state_of(request)) + b"\n\n")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), STREAM_INTERVAL_S)
+    return resp
+
+
+async def asset_view(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    if name not in ASSETS:
+        raise web.HTTPNotFound()
+    body = resources.files("streamproc").joinpath("static", name).read_bytes()
+    return web.Response(body=body, content_type=ASSETS[name], headers={"Cache-Control": "no-cache"})
+
+
+async def _on_shutdown(app: web.Application) -> None:
+    app[_DASH]["stopping"].set()  # end open event streams so the server can close their connections
+
+
+def add_dashboard_routes(app: web.Application, runtime: Any, silences: Any = None) -> None:
+    """Mount ``/dashboard/state``, ``/events/stream`` and ``/static/{name}`` on ``app``."""
+    app[_DASH] = {"runtime": runtime, "silences": silences, "rates": RateTracker(), "stopping": asyncio.Event()}
+    app.on_shutdown.append(_on_shutdown)
+    app.router.add_get("/dashboard/state", state_view)
+    app.router.add_get("/events/stream", stream_view)
+    app.router.add_get("/static/{name}", asset_view)

@@ -1,0 +1,155 @@
+"""The ``streamproc`` command as a user runs it: demo, broker, backtest, exit codes."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+
+from streamproc.broker import free_port, wait_for_port
+
+pytestmark = pytest.mark.integration
+
+SHARED = Path(__file__).resolve().parents[3] / "shared"
+NAB_CSV = SHARED / "data" / "nab" / "data" / "realTweets" / "Twitter_volume_AAPL.csv"
+
+
+def _streamproc(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "streamproc", *args], capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+def _children_of(pid: int) -> list[int]:
+    out = subprocess.run(["ps", "-e", "-o", "pid=,ppid=,pgid=,args="], capture_output=True, text=True).stdout
+    found = []
+    for line in out.splitlines():
+        parts = line.split(None, 3)
+        if len(parts) >= 3 and int(parts[1]) == pid:
+            found.append(int(parts[0]))
+    return found
+
+
+def _alive(pids: list[int]) -> list[int]:
+    alive = []
+    for p in pids:
+        try:
+            os.kill(p, 0)
+        except ProcessLookupError:
+            continue
+        stat = Path(f"/proc/{p}/stat")
+        if stat.exists() and stat.read_text().split()[2] == "Z":
+            continue
+        alive.append(p)
+    return alive
+
+
+def test_demo_shows_the_injected_surge_within_90s_and_ctrl_c_leaves_nothing(tmp_path: Path) -> None:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMPROC_")}
+    env["PYTHONUNBUFFERED"] = "1"
+    log = tmp_path / "demo.log"
+    with open(log, "w") as fh:
+        proc = subprocess.Popen([sys.executable, "-m", "streamproc", "demo", "--web-port", str(port)],
+                                stdout=fh, stderr=subprocess.STDOUT, env=env)
+    started = time.monotonic()
+    children: set[int] = set()
+    surge_product = None
+    seen_on_receiver = seen_on_api = False
+    try:
+        while time.monotonic() - started < 90 and not (seen_on_receiver and seen_on_api):
+            time.sleep(1)
+            children.update(_children_of(proc.pid))
+            for c in list(children):
+                children.update(_children_of(c))
+            text = log.read_text()
+            if surge_product is None and "injected:" in text:
+                surge_product = text.split("surge on ", 1)[1].split()[0]
+            if surge_product and f"demand_surge           {surge_product}" in text:
+                seen_on_receiver = True
+            if surge_product and not seen_on_api:
+                with contextlib.suppress(OSError, ValueError):
+                    import urllib.request
+
+                    body = orjson.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/alerts?status=firing",
+                                                               timeout=2).read())
+                    seen_on_api = any(a["labels"]["product_id"] == surge_product
+                                      and a["labels"]["alertname"] == "demand_surge" for a in body["alerts"])
+        elapsed = time.monotonic() - started
+        assert seen_on_receiver, log.read_text()[-3000:]
+        assert seen_on_api, log.read_text()[-3000:]
+        assert elapsed <= 90
+    finally:
+        proc.send_signal(signal.SIGINT)  # what Ctrl-C does to the foreground process
+        try:
+            proc.wait(timeout=40)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+    time.sleep(0.5)
+    assert children, "the demo started no child processes?"
+    assert _alive(sorted(children)) == [], log.read_text()[-2000:]
+    assert "stopped;" in log.read_text()
+
+
+def test_broker_command_prints_bootstrap_and_stops_on_ctrl_c() -> None:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "streamproc", "broker", "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        line = proc.stdout.readline().strip()  # type: ignore[union-attr]
+        assert line == f"127.0.0.1:{port}"
+        assert wait_for_port("127.0.0.1", port, 5)
+        children = _children_of(proc.pid)
+        assert children
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=20) == 0
+    time.sleep(0.3)
+    assert _alive(children) == []
+
+
+def test_broker_port_in_use_is_a_one_line_error() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        r = _streamproc("broker", "--port", str(port))
+    assert r.returncode == 2
+    assert f"port {port} is in use" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_bad_configuration_exits_2_with_the_fix() -> None:
+    env = dict(os.environ, STREAMPROC_WEB_PORT="not-a-port")
+    r = _streamproc("worker", env=env)
+    assert r.returncode == 2
+    assert "STREAMPROC_WEB_PORT" in r.stderr and "integer" in r.stderr
+    r = _streamproc("generate", "--rate", "10")
+    assert r.returncode == 2 and "--duration" in r.stderr
+
+
+@pytest.mark.skipif(not NAB_CSV.exists(), reason=f"reference data not found at {NAB_CSV}")
+def test_backtest_on_labelled_series() -> None:
+    r = _streamproc("backtest", "--csv", str(NAB_CSV), "--time-col", "timestamp", "--value-col", "value",
+                    timeout=120)
+    assert r.returncode == 0, r.stderr
+    rows = list(csv.DictReader(io.StringIO(r.stdout)))
+    assert list(rows[0]) == ["timestamp", "value", "expected", "score", "alert"]
+    with open(NAB_CSV) as fh:
+        source = list(csv.DictReader(fh))
+    assert [row["timestamp"] for row in rows] == [row["timestamp"] for row in source]
+    alerts = sum(int(row["alert"]) for row in rows)
+    assert 1 <= alerts <= 40
+    assert all(0.0 <= float(row["score"]) <= 1.0 for row in rows)
+    r = _streamproc("backtest", "--csv", str(NAB_CSV), "--time-col", "nope", "--value-col", "value")
+    assert r.returncode == 2 and "nope" in r.stderr

@@ -1,0 +1,132 @@
+"""The dashboard in a real browser: headless Chromium (Debian's ``chromium``, driven by Playwright) against a
+worker on the embedded broker fed generated traffic with an injected surge.
+
+The page is opened before the traffic is sent, so the surge has to arrive over the live event stream
+(no reload). Then a silence is created from the alert's button and must show up in ``GET /silences``.
+A screenshot goes to the test's tmp_path and to ``test-output/`` at the repository root.
+
+Skipped only when Chromium (or Playwright) is missing *and* ``CI`` is not set: CI installs Chromium
+(``.ci/run``) and must run it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import shutil
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+
+from streamproc import generator, loadgen
+from streamproc.generator import Anomaly
+
+from .support import isolated_env, start_worker, wait_for
+
+pytestmark = pytest.mark.integration
+
+T = TypeVar("T")
+MIN = 60_000
+REPO = Path(__file__).resolve().parents[2]
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+DETECTOR = {"STREAMPROC_DETECT_WARMUP_MS": str(15 * MIN), "STREAMPROC_DETECT_COOLDOWN_MS": str(60 * MIN),
+            "STREAMPROC_IDLE_TIMEOUT_MS": "2000"}
+
+
+def _chromium() -> str:
+    """Path of the Chromium binary, or skip (fail under CI) when it or Playwright is missing."""
+    path = os.environ.get("STREAMPROC_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    missing = None
+    if path is None:
+        missing = "chromium is not installed (Debian: apt-get install chromium)"
+    else:
+        try:
+            import playwright.sync_api  # noqa: F401
+        except ImportError:
+            missing = "the playwright package is not installed (pip install -e '.[dev]')"
+    if missing:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI is set but {missing}; .ci/run installs it")
+        pytest.skip(missing)
+    return path  # type: ignore[return-value]
+
+
+def _off_loop(fn: Callable[[], T]) -> T:
+    """Run ``fn`` in another thread: Playwright's sync API keeps an event loop running in this one."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(fn).result()
+
+
+def _traffic(now_ms: int) -> tuple[generator.Scenario, str]:
+    """30 min of steady history ending now, with a x10 surge on the most popular product in the last 8 min."""
+    sc = generator.scenario("steady", start_ms=now_ms - 30 * MIN, duration_ms=30 * MIN, rate_eps=6.0, seed=3,
+                            products=20)
+    cat = generator.catalog_of(sc)
+    top = cat.product_ids[int(cat.ranks[0])]
+    return dataclasses.replace(sc, anomalies=(Anomaly(top, "demand_surge", now_ms - 8 * MIN, now_ms, 10.0),)), top
+
+
+def test_surge_shows_live_and_a_silence_is_created_from_the_page(embedded_broker: str, tmp_path: Path) -> None:
+    chromium = _chromium()
+    from playwright.sync_api import sync_playwright
+
+    started = time.monotonic()
+    env = isolated_env(embedded_broker, tmp_path, DETECTOR)
+    names = {t: env[f"STREAMPROC_TOPIC_{t.upper()}"] for t in ("clicks", "orders", "reviews")}
+    worker = start_worker(env, tmp_path)
+    shot = tmp_path / "dashboard.png"
+    try:
+        with sync_playwright() as pw:
+            ctx = pw.chromium.launch_persistent_context(
+                str(tmp_path / "chromium-profile"), executable_path=chromium, headless=True, args=CHROMIUM_FLAGS,
+                viewport={"width": 1400, "height": 1000})
+            try:
+                page = ctx.pages[0] if ctx.pages else ctx.new_page()
+                errors: list[str] = []
+                page.on("pageerror", lambda exc: errors.append(str(exc)))
+                page.goto(worker.url + "/", wait_until="domcontentloaded")
+                page.wait_for_selector("#conn.ok", timeout=15_000)  # the event stream is live
+
+                sc, top = _traffic(int(time.time() * 1000) // MIN * MIN)
+                report = _off_loop(lambda: asyncio.run(loadgen.produce(
+                    embedded_broker, generator.events(sc, 3), speed=None, progress=False, topic_names=names)))
+                assert report.errors == 0
+
+                # The surge arrives without a reload: orders or clicks, whichever fires first.
+                alert = page.wait_for_selector(
+                    f'.alert[data-dedup-key^="demand_surge:"][data-dedup-key$=":{top}"]', timeout=45_000)
+                assert alert is not None
+                key = alert.get_attribute("data-dedup-key")
+                assert top in alert.inner_text()
+                page.wait_for_selector(f'#trend-orders tr[data-product="{top}"] svg.spark', timeout=10_000)
+                health = page.text_content("#health") or ""
+                assert "clicks" in health and "watermark delay" in health
+
+                alert.query_selector("button[data-action=silence]").click()  # type: ignore[union-attr]
+                page.wait_for_function("document.getElementById('toast').textContent.startsWith('silenced')",
+                                       timeout=10_000)
+                silences = wait_for(lambda: _off_loop(lambda: worker.get("/silences"))["silences"], 10)
+                labels = {m["name"]: m["value"] for m in silences[0]["matchers"]}
+                assert key is not None
+                alertname, signal, product = key.split(":")
+                assert labels["alertname"] == alertname and labels["signal"] == signal
+                assert labels["product_id"] == product == top and "severity" not in labels
+                assert silences[0]["createdBy"] == "dashboard"
+                page.wait_for_selector(f'.alert.silenced[data-dedup-key="{key}"]', timeout=10_000)
+                page.screenshot(path=str(shot), full_page=True)
+                assert not errors, errors
+            finally:
+                ctx.close()
+    finally:
+        worker.stop()
+    out = REPO / "test-output"
+    out.mkdir(exist_ok=True)
+    shutil.copy(shot, out / "dashboard.png")
+    assert shot.stat().st_size > 10_000
+    print(f"browser test {time.monotonic() - started:.1f}s; screenshot {out / 'dashboard.png'}")
