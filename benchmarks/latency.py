@@ -9,7 +9,7 @@
   minus that. The webhook group wait is set to 0 (the shipped default batches for 5 s).
 * GET /features for 1 and 100 ids at a steady rate from a second process, against the worker's state
   after that run (the worker idle).
-* Memory: clicks for 5,000 new products per stage (2 per product per stage) into a fresh worker;
+* Memory: clicks for 4,000 new products per stage (2 per product per stage) into a fresh worker;
   RSS (psutil) and ``streamproc_products_tracked`` after each stage; bytes/product = the slope.
 """
 
@@ -23,12 +23,11 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from throughput import HERE, MIN, WorkerProc, _kill, count_until, metric_sum, worker_env
 
 from streamproc import generator, loadgen
 from streamproc.broker import free_port
 from streamproc.settings import Settings
-
-from throughput import HERE, MIN, WorkerProc, _kill, count_until, metric_sum, worker_env
 
 DETECTOR_ENV = {"STREAMPROC_DETECT_WARMUP_MS": str(40 * MIN), "STREAMPROC_DETECT_COOLDOWN_MS": str(60 * MIN),
                 "STREAMPROC_IDLE_TIMEOUT_MS": "2000", "STREAMPROC_WEBHOOK_GROUP_WAIT_MS": "0"}
@@ -52,7 +51,9 @@ async def _read_all(bootstrap: str, topic: str) -> list[Any]:
         end = await c.end_offsets(tps)
         out: list[Any] = []
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and any((await c.position(tp)) < end[tp] for tp in tps):
+        while time.monotonic() < deadline:
+            if all([await c.position(tp) >= end[tp] for tp in tps]):
+                break
             for recs in (await c.getmany(timeout_ms=300)).values():
                 out.extend(recs)
         return out
@@ -82,8 +83,8 @@ def paced_latency(bootstrap: str, tmp: Path, target_eps: float, wall_s: float, h
         start_wall = time.time() + 0.5
         rep = asyncio.run(loadgen.produce(bootstrap, items, speed=speed, start_wall=start_wall, progress=False,
                                           topic_names=names))
-        count_until(w.url, len(items), 60)
-        time.sleep(5)
+        count_until(w.url, len(items), 30)
+        time.sleep(3)
         first_ts = items[0][3]
         close_lag = settings.window.allowed_lateness_ms + settings.window.grace_ms
 
@@ -122,7 +123,7 @@ def paced_latency(bootstrap: str, tmp: Path, target_eps: float, wall_s: float, h
         _kill(receiver, 5)
 
 
-def memory(bootstrap: str, tmp: Path, stages: int = 4, per_stage: int = 5000) -> dict[str, Any]:
+def memory(bootstrap: str, tmp: Path, stages: int = 3, per_stage: int = 4000) -> dict[str, Any]:
     import psutil
 
     env = worker_env(bootstrap, tmp)
@@ -164,4 +165,4 @@ def memory(bootstrap: str, tmp: Path, stages: int = 4, per_stage: int = 5000) ->
         mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
         slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sum((x - mx) ** 2 for x in xs)
     return {"samples": samples, "bytes_per_product": slope,
-            "method": "least-squares slope of worker RSS over products tracked, stages of 5,000 new products"}
+            "method": "least-squares slope of worker RSS over products tracked, stages of 4,000 new products"}

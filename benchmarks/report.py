@@ -102,7 +102,7 @@ def markdown(latest: dict[str, Any], baseline: dict[str, Any] | None) -> str:
              f"Machine: {m['cpu']}, {m['cores']} cores, {m['ram_gib']} GiB RAM, Python {m['python']}; "
              f"commit `{latest.get('git_commit')}`; mode `{latest['mode']}`; run took {latest['run_seconds']:.0f} s.",
              f"Baseline: {baseline['run_name'] if baseline else 'none (first run)'} "
-             "(the previous full run; ratio = this / baseline). "
+             "(the previous run of the same mode; ratio = this / baseline). "
              "'vs' column: the number divided by the reference named there.", "",
              "| metric | value | unit | vs | baseline | this/baseline |", "| --- | ---: | --- | --- | ---: | ---: |"]
     for key, unit, ref in ROWS:

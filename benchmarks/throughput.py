@@ -133,7 +133,7 @@ def _rate(samples: list[tuple[float, float]], total: int) -> dict[str, Any]:
 
 
 def _progress_run(cmd: list[str], env: dict[str, str], progress: Path, total: int, log: Path,
-                  max_s: float) -> dict[str, Any]:
+                  max_s: float, startup_max_s: float = 120.0) -> dict[str, Any]:
     """Run a contender that appends ``<epoch s> <count>`` lines to ``progress``; stop at ``total`` or ``max_s``."""
     t_spawn = time.time()
     with open(log, "ab") as fh:
@@ -155,7 +155,7 @@ def _progress_run(cmd: list[str], env: dict[str, str], progress: Path, total: in
                 break
             if deadline is not None and time.time() > deadline:
                 break
-            if deadline is None and time.time() - t_spawn > 120:
+            if deadline is None and time.time() - t_spawn > startup_max_s:
                 break
     finally:
         _kill(proc)
@@ -180,14 +180,14 @@ def naive_faust(pre: Preloaded, tmp: Path, max_s: float) -> dict[str, Any]:
     return out
 
 
-def quix(pre: Preloaded, tmp: Path, max_s: float) -> dict[str, Any]:
+def quix(pre: Preloaded, tmp: Path, max_s: float, startup_max_s: float = 60.0) -> dict[str, Any]:
     """(d) the Quix Streams app, in its own process."""
     tag = uuid.uuid4().hex[:6]
     progress = tmp / f"quix-{tag}.progress"
     env = dict(os.environ, QUIX_BROKER=pre.bootstrap, QUIX_CLICKS=pre.clicks, QUIX_ORDERS=pre.orders,
                QUIX_GROUP=f"quix-{tag}", QUIX_PROGRESS=str(progress), QUIX_STATE_DIR=str(tmp / f"quix-{tag}"))
     out = _progress_run([sys.executable, str(HERE / "quix_app.py")], env, progress, pre.events,
-                        tmp / f"quix-{tag}.log", max_s)
+                        tmp / f"quix-{tag}.log", max_s, startup_max_s)
     out["max_s"] = max_s
     return out
 

@@ -25,6 +25,9 @@ from .web import make_web_app
 
 __all__ = ["create_app"]
 
+STARTUP_HOLD_MS = 30_000
+"""How long a newly assigned partition whose position is not known yet holds its unit's watermark."""
+
 log = logging.getLogger(__name__)
 
 
@@ -64,6 +67,9 @@ def create_app(settings: Settings, bootstrap: str, *, clock: Clock | None = None
                          key_type=str, value_type=bytes)
 
     in_flight: list[Any] = []
+    # One batch at a time: agents and the ticker share the engine, and a batch's state is stored only
+    # after its outputs are acknowledged — interleaving would let one coroutine store another's state early.
+    step_lock = asyncio.Lock()
 
     async def send(logical: str, key: bytes | None, value: bytes, headers: Any) -> None:
         # Straight to the producer: its accumulator batches; Faust's own send buffer adds nothing here.
@@ -104,11 +110,12 @@ def create_app(settings: Settings, bootstrap: str, *, clock: Clock | None = None
             async for events in stream.take_events(settings.batch_size, within=0.05):
                 recs = [Record(e.message.topic, e.message.partition, e.message.offset, e.message.key,
                                e.message.value, list(e.message.headers or [])) for e in events]
-                with metrics.batch_seconds.labels(logical).time():
-                    await runtime.on_records(logical, recs)
-                    touch_backlogged()
-                    await runtime.tick()
-                    await persist()
+                async with step_lock:
+                    with metrics.batch_seconds.labels(logical).time():
+                        await runtime.on_records(logical, recs)
+                        touch_backlogged()
+                        await runtime.tick()
+                        await persist()
 
         agent.__name__ = f"{logical.replace('-', '_')}_agent"
         app.agent(topics[logical], name=f"streamproc.{logical}")(agent)
@@ -119,21 +126,30 @@ def create_app(settings: Settings, bootstrap: str, *, clock: Clock | None = None
     assigned_tps: set[Any] = set()
 
     highwaters: dict[Any, int] = {}
+    assigned_at: dict[Any, int] = {}
 
     def touch_backlogged() -> None:
-        """Streams with records still waiting (in the broker or in Faust's buffers) are slow, not idle."""
-        consumer = app.consumer
+        """Streams with records still waiting (in the broker or in Faust's buffers) are slow, not idle.
+        A partition not yet heard of since assignment holds its unit until its position is known (at most
+        STARTUP_HOLD_MS): Faust may fetch other partitions first for longer than the idle timeout."""
         wall = runtime.clock.now_ms()
         for tp in assigned_tps:
+            stream = f"{topic_logical[tp.topic]}/{tp.partition}"
             high = highwaters.get(tp)
-            if high is None:
-                continue
             done = runtime.processed_offsets.get((tp.topic, tp.partition))
             if done is None:
-                committed = consumer._committed_offset.get(tp)
-                done = committed if committed is not None else -1
+                if high is None:
+                    if wall - assigned_at.get(tp, wall) < STARTUP_HOLD_MS:
+                        runtime.engine.touch_stream(tp.partition, stream, wall)
+                    continue
+                # The committed offset is the next record to process (Faust seeds it at assignment;
+                # 0 and "none yet" both read as None). Fetched is not processed: the fetch position
+                # runs ahead while records wait in Faust's buffers.
+                done = (app.consumer._committed_offset.get(tp) or 0) - 1
+            elif high is None:
+                continue
             if high - 1 > done:
-                runtime.engine.touch_stream(tp.partition, f"{topic_logical[tp.topic]}/{tp.partition}", wall)
+                runtime.engine.touch_stream(tp.partition, stream, wall)
 
     async def refresh_highwaters() -> None:
         if not assigned_tps:
@@ -141,7 +157,7 @@ def create_app(settings: Settings, bootstrap: str, *, clock: Clock | None = None
         try:
             found = await app.consumer.highwaters(*assigned_tps)
         except Exception as exc:  # noqa: BLE001 - consumer not ready during a rebalance
-            log.debug("highwaters unavailable: %s", exc)
+            log.debug("consumer positions unavailable: %s", exc)
             return
         highwaters.update({tp: h for tp, h in found.items() if h is not None})
         record_consumer_lag(metrics.consumer_lag, {tp: highwaters[tp] for tp in assigned_tps if tp in highwaters},
@@ -150,9 +166,10 @@ def create_app(settings: Settings, bootstrap: str, *, clock: Clock | None = None
     @app.timer(interval=0.25)
     async def ticker() -> None:
         await refresh_highwaters()
-        touch_backlogged()
-        await runtime.tick()
-        await persist()
+        async with step_lock:
+            touch_backlogged()
+            await runtime.tick()
+            await persist()
 
     @products.on_recover  # type: ignore[misc]
     async def recovered() -> None:
@@ -172,6 +189,7 @@ def create_app(settings: Settings, bootstrap: str, *, clock: Clock | None = None
             if logical is not None:
                 runtime.assign(logical, tp.partition)
                 assigned_tps.add(tp)
+                assigned_at[tp] = runtime.clock.now_ms()
         state["assigned"] = True
 
     @app.on_partitions_revoked.connect  # type: ignore[misc]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import math
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import TextIO
 
 from .detectors import DetectorConfig, new_state, step
+from .progress import bar
 
 __all__ = ["BacktestInputError", "BacktestRow", "parse_ts_ms", "run_backtest", "backtest_main", "read_series"]
 
@@ -66,14 +68,17 @@ def _step_ms(ts: list[int]) -> int:
     return diffs[len(diffs) // 2] if diffs else DEFAULT_STEP_MS
 
 
-def run_backtest(rows: Iterable[tuple[str, float]], cfg: DetectorConfig) -> list[BacktestRow]:
-    """Run one detector over ``(timestamp, count)`` rows in order; one :class:`BacktestRow` each."""
+def run_backtest(rows: Iterable[tuple[str, float]], cfg: DetectorConfig, *, progress: bool = False
+                 ) -> list[BacktestRow]:
+    """Run one detector over ``(timestamp, count)`` rows in order; one :class:`BacktestRow` each.
+    ``progress``: a bar on stderr."""
     data = list(rows)
     ts = [parse_ts_ms(t) for t, _ in data]
     step_ms = _step_ms(ts)
     state = new_state(cfg)
     out = []
-    for (raw_ts, value), ts_ms in zip(data, ts, strict=True):
+    for (raw_ts, value), ts_ms in bar(zip(data, ts, strict=True), enabled=progress, desc="backtest", unit="row",
+                                      total=len(data)):
         d = step(state, value, ts_ms, step_ms, cfg)
         fired = d.transition == "firing"
         out.append(BacktestRow(raw_ts, value, d.expected, d.score, int(fired), d.kind if fired else None))
@@ -108,17 +113,29 @@ def _fmt(x: float) -> str:
     return f"{x:.6g}"
 
 
+def summary(results: list[BacktestRow], seconds: float) -> str:
+    """One line for a person: rows, alerts by kind, time taken."""
+    kinds = [r.kind for r in results if r.alert]
+    surges, drops = kinds.count("demand_surge"), kinds.count("demand_drop")
+    return (f"backtest: {len(results):,} rows, {len(kinds)} alerts ({surges} surge, {drops} drop) "
+            f"in {seconds:.2f} s")
+
+
 def backtest_main(csv_path: str | Path, time_col: str, value_col: str, signal: str, out: TextIO,
-                  cfg: DetectorConfig | None = None) -> int:
+                  cfg: DetectorConfig | None = None, *, progress: bool = False, report: TextIO | None = None) -> int:
     """Read ``csv_path``, run the detector and write ``timestamp,value,expected,score,alert`` to ``out``.
 
-    ``signal`` names the series (orders or clicks); both use the same detector settings. Returns 0."""
+    ``signal`` names the series (orders or clicks); both use the same detector settings. ``progress``
+    shows a bar on stderr; ``report`` gets a one-line summary. Returns 0."""
     del signal  # one detector configuration for every signal
+    started = time.monotonic()
     rows = read_series(csv_path, time_col, value_col)
-    results = run_backtest(rows, cfg or DetectorConfig())
+    results = run_backtest(rows, cfg or DetectorConfig(), progress=progress)
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(OUTPUT_COLUMNS)
     for r in results:
         value = str(int(r.value)) if r.value.is_integer() else _fmt(r.value)
         writer.writerow((r.timestamp, value, _fmt(r.expected), _fmt(r.score), r.alert))
+    if report is not None:
+        print(summary(results, time.monotonic() - started), file=report)
     return 0

@@ -10,6 +10,7 @@ import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 from . import logs
 from .errors import ConfigError, StreamprocError
@@ -67,6 +68,7 @@ def _parser() -> argparse.ArgumentParser:
     bt.add_argument("--time-col", required=True)
     bt.add_argument("--value-col", required=True)
     bt.add_argument("--signal", default="orders", choices=["orders", "clicks"])
+    bt.add_argument("--progress", action="store_true", help="progress bar on stderr (default: only on a terminal)")
     return p
 
 
@@ -88,7 +90,7 @@ def _ensure_topics(settings: Settings, bootstrap: str) -> None:
     asyncio.run(create_topics(bootstrap, topic_specs(settings), **_client_kwargs(settings)))
 
 
-def _client_kwargs(settings: Settings) -> dict[str, object]:
+def _client_kwargs(settings: Settings) -> dict[str, Any]:
     from .kafka_auth import client_kwargs
 
     return client_kwargs(settings)
@@ -179,7 +181,10 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     from .backtest import BacktestInputError, backtest_main
 
     try:
-        return backtest_main(args.csv, args.time_col, args.value_col, args.signal, sys.stdout)
+        from .progress import wanted
+
+        return backtest_main(args.csv, args.time_col, args.value_col, args.signal, sys.stdout,
+                             progress=wanted(args.progress), report=sys.stderr)
     except BacktestInputError as exc:
         raise ConfigError(str(exc)) from None
 

@@ -171,6 +171,7 @@ class DemandEngine:
     def restore(self, state: ProductState) -> None:
         """Put back a product's state read from the table."""
         u = self.unit(state.unit)
+        u.watermark.seed(state.last_event_ms)
         u.products[state.product_id] = state
         self.index[state.product_id] = state
 
@@ -289,7 +290,10 @@ class DemandEngine:
                 for p in list(u.products.values()):
                     if p.next_close_ms <= b:
                         self._close(u, p, b, out, wall_ms)
-                u.next_close_ms = b + size
+                # Jump over buckets no product has to close (all of them final): a record from 1970 must
+                # not make the worker step through every minute since then.
+                due = min((p.next_close_ms for p in u.products.values()), default=last + size)
+                u.next_close_ms = max(b + size, min(due, last + size))
         return out
 
     def _close(self, u: Unit, p: ProductState, b: int, out: list[Output], wall_ms: int) -> None:

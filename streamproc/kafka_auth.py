@@ -88,9 +88,9 @@ async def check_auth(bootstrap: str, timeout_s: float = 10.0, **kwargs: Any) -> 
             conn = await create_conn(host, int(port), request_timeout_ms=int(timeout_s * 1000), **kwargs)
         except auth_errors as exc:
             raise ConfigError(
-                f"Kafka at {host}:{port} refused the connection's credentials ({type(exc).__name__}: {exc}); "
-                "check STREAMPROC_KAFKA_SECURITY_PROTOCOL, _SASL_MECHANISM, _SASL_USERNAME, _SASL_PASSWORD "
-                "and the _SSL_* files") from None
+                f"Kafka at {host}:{port} refused the connection's credentials ({exc}); "
+                "check STREAMPROC_KAFKA_SASL_USERNAME, STREAMPROC_KAFKA_SASL_PASSWORD, STREAMPROC_KAFKA_SASL_MECHANISM "
+                "(and STREAMPROC_KAFKA_SSL_CAFILE/_CERTFILE/_KEYFILE for TLS)") from None
         except Exception:  # noqa: BLE001 - not an authentication problem: try the next broker
             continue
         conn.close()

@@ -60,6 +60,12 @@ class ProduceReport:
         """Records acknowledged by the broker."""
         return self.events - self.errors
 
+    def summary(self) -> str:
+        """One line for a person (the CLI prints it on stderr after the progress bar)."""
+        line = (f"sent {self.events:,} records in {self.seconds:.1f} s ({self.rate_eps:,.0f}/s): "
+                f"{self.delivered:,} acknowledged, {self.errors:,} failed")
+        return line + (f", {self.not_json:,} lines not JSON (sent unkeyed)" if self.not_json else "")
+
 
 class _BatchSender:
     """Appends records to per-partition batches and ships full ones; counts failed records."""

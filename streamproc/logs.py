@@ -148,8 +148,8 @@ def dict_config(log_format: str = "text", level: str = "warn", secrets: Iterable
 def configure(settings: Any = None, *, log_format: str | None = None, level: str | None = None,
               stream: Any = None) -> None:
     """Configure the root logger from ``settings`` (``log_format``, ``log_level``, secrets)."""
-    fmt = log_format or getattr(settings, "log_format", "text")
-    lvl = level or getattr(settings, "log_level", "warn")
+    fmt = str(log_format or getattr(settings, "log_format", "text"))
+    lvl = str(level or getattr(settings, "log_level", "warn"))
     secrets = secrets_of(settings) if settings is not None else []
     logging.config.dictConfig(dict_config(fmt, lvl, secrets, stream if stream is not None else sys.stderr))
 

@@ -148,15 +148,32 @@ class Runtime:
 
     # -- closing and outputs -------------------------------------------------------------------
 
-    async def tick(self) -> None:
-        """Close what became final and publish the results."""
+    def holds(self) -> dict[int, int]:
+        """Per unit, the event time its watermark may not pass yet (forwarded order lines in flight, and
+        the slowest local orders stream, which may still forward lines to any unit)."""
         holds = {unit: min(q) for unit, q in self.in_flight.items() if q}
-        # Any local orders stream may still forward lines to any unit: no unit closes past the slowest
-        # of them. (Workers do not see each other's streams; across workers the idle timeout applies.)
         front = self.engine.stream_front("orders/", self.clock.now_ms())
         if front is not None:
             for unit in self.engine.units:
                 holds[unit] = min(holds.get(unit, front), front)
+        return holds
+
+    def watermark_report(self) -> dict[str, Any]:
+        """Watermarks, their streams and holds, for ``GET /watermarks``."""
+        wall = self.clock.now_ms()
+        idle = self.settings.window.idle_timeout_ms
+        holds = self.holds()
+        return {"wall_ms": wall, "units": {
+            str(k): {"watermark_ms": u.watermark.watermark_ms, "next_close_ms": u.next_close_ms,
+                     "hold_ms": holds.get(k), "in_flight": len(self.in_flight.get(k, ())),
+                     "products": len(u.products),
+                     "streams": {name: {"max_ts_ms": c.max_ts_ms, "idle": wall - c.last_seen_wall_ms >= idle}
+                                 for name, c in u.watermark.streams.items()}}
+            for k, u in self.engine.units.items()}}
+
+    async def tick(self) -> None:
+        """Close what became final and publish the results."""
+        holds = self.holds()
         started = time.perf_counter()
         outputs = self.engine.tick(self.clock.now_ms(), holds)
         self.metrics.observe_tick(outputs, self.clock.now_ms(), time.perf_counter() - started)

@@ -100,6 +100,11 @@ async def index(request: web.Request) -> web.Response:
     return web.Response(body=html, content_type="text/html")
 
 
+async def watermarks(request: web.Request) -> web.Response:
+    """Event-time progress per unit: what holds each watermark back (operators and debugging)."""
+    return _json(request.app[RUNTIME].watermark_report())
+
+
 def make_web_app(runtime: Runtime, settings: Settings, silences: Any = None) -> web.Application:
     """The aiohttp application of a worker."""
     app = web.Application(client_max_size=1 << 20)
@@ -111,6 +116,7 @@ def make_web_app(runtime: Runtime, settings: Settings, silences: Any = None) -> 
     app.router.add_get("/trending", trending)
     app.router.add_get("/alerts", alerts)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/watermarks", watermarks)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/", index)

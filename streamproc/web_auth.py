@@ -12,6 +12,7 @@ import hmac
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 __all__ = ["install_token_auth", "token_middleware", "WRITE_METHODS"]
 
@@ -26,7 +27,7 @@ def _unauthorized(error: str, description: str) -> web.Response:
         headers={"WWW-Authenticate": f'Bearer realm="streamproc", error="{error}"'})
 
 
-def token_middleware(token: str) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+def token_middleware(token: str) -> Middleware:
     """An aiohttp middleware requiring ``Authorization: Bearer <token>`` on write requests."""
     expected = token.encode()
 

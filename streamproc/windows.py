@@ -24,7 +24,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["bucket_start", "bucket_range", "WindowSpec", "StreamClock", "UnitWatermark"]
+__all__ = ["bucket_start", "bucket_range", "WindowSpec", "StreamClock", "UnitWatermark", "RESTORED"]
+
+RESTORED = "(restored)"
+"""Name of the pseudo-stream holding the event time a unit had reached before a restart."""
 
 
 def bucket_start(ts_ms: int, size_ms: int) -> int:
@@ -96,6 +99,15 @@ class UnitWatermark:
             if clock.max_ts_ms is None or ts_ms > clock.max_ts_ms:
                 clock.max_ts_ms = ts_ms
             clock.last_seen_wall_ms = wall_ms
+
+    def seed(self, ts_ms: int) -> None:
+        """Remember event time reached before a restart (from restored state) as an always-idle stream:
+        it never holds the watermark back, but lets it move on when the real streams have nothing new."""
+        clock = self.streams.get(RESTORED)
+        if clock is None:
+            self.streams[RESTORED] = StreamClock(ts_ms, 0)
+        elif clock.max_ts_ms is None or ts_ms > clock.max_ts_ms:
+            clock.max_ts_ms = ts_ms
 
     def touch(self, stream: str, wall_ms: int) -> None:
         """Note that ``stream`` has records waiting (consumer lag): it is not idle, only slow to arrive."""

@@ -243,8 +243,8 @@ async def test_metrics_follow_prometheus_conventions_and_add_up(client: Any, wor
 
 
 def test_consumer_lag_is_what_the_broker_holds_beyond_the_last_processed_offset() -> None:
-    from prometheus_client import CollectorRegistry, Gauge
     from aiokafka.structs import TopicPartition
+    from prometheus_client import CollectorRegistry, Gauge
 
     g = Gauge("lag", "", ["topic", "partition"], registry=CollectorRegistry())
     a, b, c = TopicPartition("clicks", 0), TopicPartition("clicks", 1), TopicPartition("orders", 0)
@@ -267,3 +267,31 @@ def test_rates_come_from_samples_over_the_window_and_survive_a_counter_reset() -
     assert r.rates({"x": 40}) == {"x": pytest.approx(20 / 28)}
     now[0] = 31
     assert r.rates({"x": 5}) == {"x": pytest.approx(5 / 29)}  # went down: counted from zero
+
+
+def test_grafana_dashboard_plots_only_metrics_the_worker_exports() -> None:
+    import json
+    import re
+    from pathlib import Path
+
+    from streamproc.metrics import Metrics
+
+    async def send(*_: Any) -> None:
+        return None
+
+    metrics = Metrics()
+    Runtime(SETTINGS, send, metrics=metrics)  # binds the scrape-time collector
+    families = {f.name: f.type for f in metrics.registry.collect()}
+    dash = json.loads((Path(__file__).parents[2] / "deploy" / "grafana" / "streamproc.json").read_text())
+    exprs = [t["expr"] for p in dash["panels"] for t in p.get("targets", [])]
+    used = {m for e in exprs for m in re.findall(r"\bstreamproc_[a-z_]+", e)}
+    assert len(used) >= 15
+    for name in used:
+        base = re.sub(r"_(total|bucket|sum|count)$", "", name)
+        assert base in families or name in families, f"{name} is plotted but not exported"
+        if name.endswith("_bucket"):
+            assert families[base] == "histogram", name
+    exported = {n for n in families if n.startswith("streamproc_")}
+    plotted = {re.sub(r"_(total|bucket|sum|count)$", "", n) for n in used} | used
+    assert exported - plotted <= {"streamproc_products_tracked", "streamproc_webhook_retries",
+                                  "streamproc_webhook_alerts"}, exported - plotted

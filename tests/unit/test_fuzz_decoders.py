@@ -13,7 +13,16 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from streamproc.clock import FakeClock
-from streamproc.events import Click, DecodeError, Order, OrderItem, Review, decode_click, decode_order, decode_review
+from streamproc.events import (
+    Click,
+    DecodeError,
+    Order,
+    OrderItem,
+    Review,
+    decode_click,
+    decode_order,
+    decode_review,
+)
 from streamproc.runtime import ORDER_ITEMS, Record, Runtime, _decode_item
 from streamproc.settings import Settings
 
@@ -362,3 +371,31 @@ def _home(key: bytes, partitions: int) -> int:
     from streamproc.runtime import partition_for
 
     return partition_for(key.decode(), partitions)
+
+
+async def test_a_record_from_1970_does_not_make_the_worker_walk_every_minute_since() -> None:
+    # found by the live fuzz test: the first record of a unit with ts=0 froze the worker for minutes, its
+    # tick stepping through ~29 million empty minute buckets (one pass over every product each)
+    async def send(*_a: Any) -> None:
+        return None
+
+    clock = FakeClock(T_MS)
+    rt = Runtime(Settings(), send, clock=clock)
+    rt.assign("clicks", 0)
+    steps = 0
+    close = rt.engine._close
+
+    def counting_close(*args: Any) -> None:
+        nonlocal steps
+        steps += 1
+        close(*args)
+
+    rt.engine._close = counting_close  # type: ignore[method-assign]
+    click = {"event_id": "e", "user_id": "u"}
+    await rt.on_records("clicks", [Record("clicks", 0, 0, None, orjson.dumps({**click, "ts": 0, "product_id": "old"}))])
+    await rt.tick()
+    await rt.on_records("clicks", [Record("clicks", 0, 1, None, orjson.dumps({**click, "ts": T_MS, "product_id": "new"}))])
+    clock.advance(120_000)
+    await rt.tick()
+    assert steps < 5_000  # a day of minutes for the old product (then it is evicted), not 29 million
+    assert "new" in rt.engine.index

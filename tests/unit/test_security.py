@@ -13,8 +13,8 @@ import faust
 import orjson
 import pytest
 
-from streamproc.clock import FakeClock
 from streamproc.cli import main
+from streamproc.clock import FakeClock
 from streamproc.errors import ConfigError
 from streamproc.kafka_auth import broker_credentials, client_kwargs, ssl_context
 from streamproc.runtime import Runtime
