@@ -14,6 +14,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterable
 from types import TracebackType
@@ -81,7 +82,9 @@ class EmbeddedBroker:
         args = [binary, "broker", "--listener-url", url, "--advertised-listener-url", url]
         env = dict(os.environ)
         env.setdefault("RUST_LOG", "error")
-        out = subprocess.DEVNULL if self.quiet else None
+        # Not quiet (``streamproc broker``): the broker's own output goes to stderr, so that stdout carries
+        # only the bootstrap address.
+        out = subprocess.DEVNULL if self.quiet else sys.stderr
         self.proc = subprocess.Popen(args, stdout=out, stderr=out, env=env, start_new_session=True)
         atexit.register(self.stop)
         if not wait_for_port("127.0.0.1", self.port, timeout_s) or self.proc.poll() is not None:

@@ -44,8 +44,10 @@ async def _receiver(port: int, seen: list[dict[str, Any]]) -> web.AppRunner:
         for a in body.get("alerts", []):
             seen.append(a)
             lab = a["labels"]
-            print(f"\n[webhook] {a['status'].upper():8} {lab['alertname']:<22} {lab.get('product_id')} "
-                  f"({lab['signal']}, {lab['severity']}): {a['annotations']['description']}", flush=True)
+            subject = lab.get("product_id") or f"category:{lab.get('category')}"
+            note = f" [inhibited by {a['inhibited_by']}]" if a.get("inhibited_by") else ""
+            print(f"\n[webhook] {a['status'].upper():8} {lab['alertname']:<22} {subject} "
+                  f"({lab['signal']}, {lab['severity']}): {a['annotations']['description']}{note}", flush=True)
         return web.json_response({"ok": True})
 
     app = web.Application()
@@ -82,6 +84,9 @@ async def _main(settings: Settings, bootstrap: str, duration_s: float | None, we
     # The demo has half an hour of history, not the day a new product needs before it may alert.
     env.setdefault("STREAMPROC_DETECT_WARMUP_MS", str(20 * 60_000))
     env.setdefault("STREAMPROC_DETECT_COOLDOWN_MS", str(30 * 60_000))
+    # Show product alerts on the receiver even while a surge of their whole category covers them.
+    env.setdefault("STREAMPROC_WEBHOOK_SEND_INHIBITED", "1")
+    env.setdefault("STREAMPROC_WEBHOOK_GROUP_WAIT_MS", "1000")
     worker = subprocess.Popen([sys.executable, "-m", "streamproc", "worker"], env=env, start_new_session=True)
     print(f"streamproc demo: broker {bootstrap}\n  dashboard  http://127.0.0.1:{web_port}/\n"
           f"  alerts     http://127.0.0.1:{web_port}/alerts\n  webhook receiver on port {hook_port}\n"
