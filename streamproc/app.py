@@ -5,6 +5,7 @@ records to :class:`~streamproc.runtime.Runtime`, which does the work.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from typing import Any
 
@@ -83,7 +84,8 @@ def create_app(settings: Settings, bootstrap: str, *, clock: Clock | None = None
     silences = SilenceService(silence_store, silence_log.persist)
     runtime.notifier = Notifier(silences=silence_store, repeat_interval_ms=settings.alert_repeat_interval_ms,
                                 metrics=metrics,
-                                categories=CategoryEngine(runtime.engine, settings.detector_config()),
+                                categories=CategoryEngine(runtime.engine, dataclasses.replace(
+                                    settings.detector_config(), warmup_ms=settings.category_warmup_ms)),
                                 owned=lambda a: a["labels"].get("scope") == "category"
                                 or a["labels"].get("product_id") in runtime.engine.index)
     delivery = DeliveryService(settings, bootstrap, metrics=metrics, clock=runtime.clock) \

@@ -43,7 +43,8 @@ def match_alerts(alerts: Iterable[Mapping[str, Any]], truth: Iterable[Mapping[st
     """Match ``firing`` alerts to truth rows by product, kind and time.
 
     An alert matches a truth row of the same product and kind when its window starts between the
-    anomaly's start and its end plus ``slack_ms``. Every other firing alert of those kinds is false.
+    anomaly's start and its end plus ``slack_ms``; a category alert (no ``product_id``) matches an
+    anomaly of a product in that category. Every other firing alert of those kinds is false.
     """
     kinds = set(kinds)
     rows = [dict(t) for t in truth if t["kind"] in kinds and t.get("expect_alert", True)]
@@ -56,9 +57,13 @@ def match_alerts(alerts: Iterable[Mapping[str, Any]], truth: Iterable[Mapping[st
             continue
         start = a["window"]["start_ms"]
         hit = None
+        labels = a["labels"]
         for r in rows:
-            if (r["kind"] == a["labels"]["alertname"]
-                    and r["product_id"] in (a["labels"].get("product_id"), "*")
+            if labels.get("product_id"):
+                same_subject = r["product_id"] in (labels["product_id"], "*")
+            else:  # a category alert: it stands for an anomaly of a product in that category
+                same_subject = r.get("category") in (labels.get("category"), "*")
+            if (r["kind"] == labels["alertname"] and same_subject
                     and r["start_ms"] <= start <= r["end_ms"] + slack_ms):
                 hit = r
                 break

@@ -36,6 +36,7 @@ _INT_VARS = {
     "STREAMPROC_WEBHOOK_BACKOFF_MS": ("webhook_backoff_ms", 1, 3_600_000),
     "STREAMPROC_WEBHOOK_MAX_BACKOFF_MS": ("webhook_max_backoff_ms", 1, 86_400_000),
     "STREAMPROC_WEBHOOK_SEND_INHIBITED": ("webhook_send_inhibited", 0, 1),
+    "STREAMPROC_CATEGORY_WARMUP_MS": ("category_warmup_ms", 0, 10**11),
     "STREAMPROC_ALERT_REPEAT_INTERVAL_MS": ("alert_repeat_interval_ms", 1_000, 30 * 86_400_000),
     "STREAMPROC_ALERT_PENDING_MS": ("alert_pending_ms", 0, 86_400_000),
     "STREAMPROC_ALERT_KEEP_FIRING_MS": ("alert_keep_firing_ms", 0, 86_400_000),
@@ -87,6 +88,9 @@ class Settings:
     webhook_max_backoff_ms: int = 60_000
     """Longest retry delay (a longer ``Retry-After`` is still honoured)."""
     webhook_send_inhibited: int = 0
+    category_warmup_ms: int = 86_400_000
+    """History a category needs before its surges alert. Kept apart from STREAMPROC_DETECT_WARMUP_MS: a
+    category sums many products, so its daily cycle must be learnt before a morning ramp reads as a surge."""
     """1: also page for product alerts inhibited by a category alert."""
     webhook_external_url: str | None = None
     """``externalURL`` in Alertmanager-format payloads (default: this worker's web address)."""
