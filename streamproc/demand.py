@@ -175,6 +175,12 @@ class DemandEngine:
         u.products[state.product_id] = state
         self.index[state.product_id] = state
 
+    def already_applied(self, product_id: str, source: str, seq: int) -> bool:
+        """Whether this record was counted for this product before (a replay after a restart): such a
+        record is skipped before any lateness check, since the watermark may have moved past it since."""
+        p = self.index.get(product_id)
+        return p is not None and seq <= p.applied.get(source, -1)
+
     def _admit(self, unit_id: int, stream: str, ts_ms: int, wall_ms: int) -> Unit | DecodeError:
         u = self.unit(unit_id)
         if ts_ms > wall_ms + self.spec.max_future_ms:

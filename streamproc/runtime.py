@@ -90,8 +90,14 @@ class Runtime:
             ev = decode(rec.value, max_bytes)
             stream = f"{logical}/{rec.partition}"
             err: DecodeError | None
+            if logical == ORDER_ITEMS:  # one of the lines this worker forwarded has arrived
+                pending = self.in_flight.get(rec.partition)
+                if pending:
+                    pending.popleft()
             if isinstance(ev, DecodeError):
                 err = ev
+            elif self._replayed(ev, stream, rec.offset):
+                err = None  # counted before a restart: nothing to do
             elif isinstance(ev, Click):
                 err = eng.apply_click(rec.partition, stream, ev, wall, rec.offset)
             elif isinstance(ev, Order):
@@ -102,9 +108,6 @@ class Runtime:
                 err = eng.apply_review(rec.partition, stream, ev, wall, offset=rec.offset)
             else:  # a forwarded order line
                 ts, item, source, seq = ev
-                pending = self.in_flight.get(rec.partition)
-                if pending:
-                    pending.popleft()
                 err = eng.admit_order(rec.partition, stream, ts, wall)
                 if err is None:
                     err = eng.apply_item(rec.partition, ts, item, source, seq)
@@ -116,6 +119,16 @@ class Runtime:
         if logical != ORDER_ITEMS:
             self.metrics.records_in.labels(logical).inc(len(records))
             self.metrics.records_processed.labels(logical).inc(processed)
+
+    def _replayed(self, ev: Any, stream: str, offset: int) -> bool:
+        """Whether every product this record counts for has counted it already."""
+        applied = self.engine.already_applied
+        if isinstance(ev, (Click, Review)):
+            return applied(ev.product_id, stream, offset)
+        if isinstance(ev, Order):
+            return all(applied(item.product_id, stream, offset * 1000 + line) for line, item in enumerate(ev.items))
+        _ts, item, source, seq = ev
+        return source is not None and seq is not None and applied(item.product_id, source, seq)
 
     async def _apply_order(self, partition: int, stream: str, offset: int, order: Order) -> DecodeError | None:
         """Count the order's local lines and forward the others to their products' partitions. Each line

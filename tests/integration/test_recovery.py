@@ -33,8 +33,7 @@ pytestmark = pytest.mark.integration
 
 MIN = 60_000
 START_MS = 1_780_000_000_000 - 1_780_000_000_000 % MIN
-DETECTOR = {"STREAMPROC_DETECT_WARMUP_MS": str(40 * MIN), "STREAMPROC_DETECT_COOLDOWN_MS": str(60 * MIN),
-            "STREAMPROC_IDLE_TIMEOUT_MS": "2000"}
+DETECTOR = {"STREAMPROC_DETECT_WARMUP_MS": str(40 * MIN), "STREAMPROC_DETECT_COOLDOWN_MS": str(60 * MIN)}
 
 
 def _scenario() -> generator.Scenario:
