@@ -8,11 +8,12 @@ send them to the dead-letter topic. JSON is parsed with orjson and checked again
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import cache
 from importlib import resources
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 import fastjsonschema
 import orjson

@@ -120,7 +120,7 @@ class WebhookSender:
                         await self.on_give_up(self.url, batch, status, excerpt)
                         return
                     wait = _retry_after_s(resp.headers.get("Retry-After"))
-            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                 status, excerpt = None, f"{type(exc).__name__}: {exc}"
             self.metrics.webhook_deliveries.labels(self.url, "retry").inc()
             attempt += 1

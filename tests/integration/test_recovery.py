@@ -14,7 +14,6 @@ import asyncio
 import collections
 import os
 import signal
-import time
 from pathlib import Path
 from typing import Any
 
