@@ -103,12 +103,14 @@ def test_surge_shows_live_and_a_silence_is_created_from_the_page(embedded_broker
                     f'.alert[data-dedup-key^="demand_surge:"][data-dedup-key$=":{top}"]', timeout=45_000)
                 assert alert is not None
                 key = alert.get_attribute("data-dedup-key")
-                assert top in alert.inner_text()
+                # The list is re-rendered from every snapshot: use locators (re-resolved), not the handle.
+                card = page.locator(f'.alert[data-dedup-key="{key}"]')
+                assert top in card.inner_text()
                 page.wait_for_selector(f'#trend-orders tr[data-product="{top}"] svg.spark', timeout=10_000)
                 health = page.text_content("#health") or ""
                 assert "clicks" in health and "watermark delay" in health
 
-                alert.query_selector("button[data-action=silence]").click()  # type: ignore[union-attr]
+                card.locator("button[data-action=silence]").click()
                 page.wait_for_function("document.getElementById('toast').textContent.startsWith('silenced')",
                                        timeout=10_000)
                 silences = wait_for(lambda: _off_loop(lambda: worker.get("/silences"))["silences"], 10)
