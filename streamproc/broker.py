@@ -10,11 +10,13 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import ctypes
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterable
 from types import TracebackType
@@ -23,6 +25,17 @@ from typing import Any
 from .errors import BrokerStartError
 
 __all__ = ["EmbeddedBroker", "free_port", "wait_for_port", "create_topics", "topic_specs"]
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    """Linux: the broker gets SIGKILL when the process that started it dies, even by SIGKILL."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def _pdeathsig_ok() -> bool:
+    # PDEATHSIG follows the thread that forks: only tie the broker to the main thread's life.
+    return sys.platform.startswith("linux") and threading.current_thread() is threading.main_thread()
 
 
 def free_port() -> int:
@@ -85,7 +98,8 @@ class EmbeddedBroker:
         # Not quiet (``streamproc broker``): the broker's own output goes to stderr, so that stdout carries
         # only the bootstrap address.
         out = subprocess.DEVNULL if self.quiet else sys.stderr
-        self.proc = subprocess.Popen(args, stdout=out, stderr=out, env=env, start_new_session=True)
+        self.proc = subprocess.Popen(args, stdout=out, stderr=out, env=env, start_new_session=True,
+                                     preexec_fn=_die_with_parent if _pdeathsig_ok() else None)
         atexit.register(self.stop)
         if not wait_for_port("127.0.0.1", self.port, timeout_s) or self.proc.poll() is not None:
             code = self.proc.poll()
