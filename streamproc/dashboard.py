@@ -20,6 +20,7 @@ import orjson
 from aiohttp import web
 
 from .demand import CARTS, HOUR_MS, ORDERS, VIEWS, ProductState
+from .features import trending
 from .observability import RateTracker, sample_values
 from .settings import INPUT_TOPICS
 
@@ -46,15 +47,8 @@ def product_series(p: ProductState, signal: str, bucket_ms: int) -> list[float]:
 
 
 def _trending(rt: Any, signal: str, bucket_ms: int, limit: int) -> list[dict[str, Any]]:
-    ranked = sorted(((p.last_scores.get(signal, 0.0), pid, p) for pid, p in rt.engine.index.items()),
-                    key=lambda t: (-t[0], t[1]))[:limit]
-    items = []
-    for score, pid, p in ranked:
-        f = (p.features or {}).get("features", {})
-        items.append({"product_id": pid, "category": p.category, "surge_score": score,
-                      "orders_5m": f.get("orders_5m"), "clicks_5m": f.get("clicks_5m"),
-                      "firing": signal in p.incidents, "series": product_series(p, signal, bucket_ms)})
-    return items
+    return [{**row, "series": product_series(p, signal, bucket_ms)}
+            for p, row in trending(rt.engine.index, signal, limit)]
 
 
 def _sentiment(rt: Any, limit: int) -> list[dict[str, Any]]:

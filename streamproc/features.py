@@ -9,7 +9,7 @@ from . import detectors
 if TYPE_CHECKING:
     from .demand import ProductState
 
-__all__ = ["build_features", "with_status", "not_found"]
+__all__ = ["build_features", "with_status", "not_found", "trending"]
 
 VIEWS, CARTS, ORDERS, UNITS, REVENUE, REVIEWS, NEGATIVE, SENTIMENT_SUM, SCORED = range(9)
 
@@ -71,3 +71,17 @@ def with_status(record: dict[str, Any] | None, product_id: str, *, age_ms: int |
 
 def not_found(product_id: str) -> dict[str, Any]:
     return {"product_id": product_id, "status": "NOT_FOUND", "as_of_ms": None, "features": {}}
+
+
+def trending(index: dict[str, ProductState], signal: str, limit: int) -> list[tuple[ProductState, dict[str, Any]]]:
+    """Products ranked by their latest surge score on ``signal`` (ties by id), with the row served by
+    ``GET /trending``."""
+    ranked = sorted(((p.last_scores.get(signal, 0.0), pid, p) for pid, p in index.items()),
+                    key=lambda t: (-t[0], t[1]))[:limit]
+    rows = []
+    for score, pid, p in ranked:
+        f = (p.features or {}).get("features", {})
+        rows.append((p, {"product_id": pid, "category": p.category, "surge_score": score,
+                         "orders_5m": f.get("orders_5m"), "clicks_5m": f.get("clicks_5m"),
+                         "firing": signal in p.incidents}))
+    return rows

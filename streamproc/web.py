@@ -10,6 +10,7 @@ from aiohttp import web
 
 from .dashboard import add_dashboard_routes
 from .features import not_found, with_status
+from .features import trending as trending_rows
 from .runtime import Runtime
 from .settings import Settings
 from .web_auth import install_token_auth
@@ -58,14 +59,7 @@ async def trending(request: web.Request) -> web.Response:
         limit = max(1, min(1000, int(request.query.get("limit", "10"))))
     except ValueError:
         return _json({"error": "limit must be an integer"}, 400)
-    ranked = sorted(((p.last_scores.get(signal, 0.0), pid, p) for pid, p in rt.engine.index.items()),
-                    key=lambda t: (-t[0], t[1]))[:limit]
-    items = []
-    for score, pid, p in ranked:
-        f = (p.features or {}).get("features", {})
-        items.append({"product_id": pid, "category": p.category, "surge_score": score,
-                      "orders_5m": f.get("orders_5m"), "clicks_5m": f.get("clicks_5m"),
-                      "firing": signal in p.incidents})
+    items = [row for _p, row in trending_rows(rt.engine.index, signal, limit)]
     return _json({"signal": signal, "products": items})
 
 
