@@ -23,10 +23,11 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from throughput import HERE, MIN, WorkerProc, _kill, count_until, metric_sum, worker_env
+from throughput import HERE, MIN, WorkerProc, count_until, metric_sum, worker_env
 
 from streamproc import generator, loadgen
 from streamproc.broker import free_port
+from streamproc.processes import stop_process_group
 from streamproc.settings import Settings
 
 DETECTOR_ENV = {"STREAMPROC_DETECT_WARMUP_MS": str(40 * MIN), "STREAMPROC_DETECT_COOLDOWN_MS": str(60 * MIN),
@@ -120,7 +121,7 @@ def paced_latency(bootstrap: str, tmp: Path, target_eps: float, wall_s: float, h
         }
     finally:
         w.stop()
-        _kill(receiver, 5)
+        stop_process_group(receiver, 5)
 
 
 def memory(bootstrap: str, tmp: Path, stages: int = 3, per_stage: int = 4000) -> dict[str, Any]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ import orjson
 
 from streamproc import generator, loadgen
 from streamproc.broker import create_topics, free_port, topic_specs
+from streamproc.processes import stop_process_group
 from streamproc.settings import TOPICS, Settings
 
 HERE = Path(__file__).resolve().parent
@@ -104,18 +104,6 @@ def raw_consume(pre: Preloaded, repeats: int = 3) -> dict[str, Any]:
 
 # --- processes ---------------------------------------------------------------------------------------
 
-def _kill(proc: subprocess.Popen[bytes], deadline_s: float = 15.0) -> None:
-    """SIGTERM the process group, SIGKILL after a deadline (Faust can hang in shutdown)."""
-    if proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=deadline_s)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
 
 
 def _rate(samples: list[tuple[float, float]], total: int) -> dict[str, Any]:
@@ -158,7 +146,7 @@ def _progress_run(cmd: list[str], env: dict[str, str], progress: Path, total: in
             if deadline is None and time.time() - t_spawn > startup_max_s:
                 break
     finally:
-        _kill(proc)
+        stop_process_group(proc)
     out = _rate(samples, total)
     first = [t for t, n in samples if n > 0]
     out["startup_s"] = first[0] - t_spawn if first else None
@@ -251,7 +239,7 @@ class WorkerProc:
         raise RuntimeError(f"worker not ready in {timeout_s}s: {self.log.read_text()[-2000:]}")
 
     def stop(self) -> None:
-        _kill(self.proc)
+        stop_process_group(self.proc)
 
 
 def count_until(url: str, total: int, max_s: float, interval_s: float = 0.25,

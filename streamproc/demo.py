@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import itertools
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ import orjson
 from aiohttp import web
 
 from .broker import EmbeddedBroker, create_topics, free_port, topic_specs
+from .processes import stop_process_group
 from .settings import Settings
 
 __all__ = ["run_demo", "split_at"]
@@ -56,19 +56,6 @@ async def _receiver(port: int, seen: list[dict[str, Any]]) -> web.AppRunner:
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     return runner
-
-
-def _stop_process(proc: subprocess.Popen[bytes], deadline_s: float = 15.0) -> None:
-    if proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=deadline_s)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=5)
 
 
 async def _main(settings: Settings, bootstrap: str, duration_s: float | None, web_port: int, seed: int) -> int:
@@ -124,7 +111,7 @@ async def _main(settings: Settings, bootstrap: str, duration_s: float | None, we
         task.cancel()
         with contextlib.suppress(BaseException):
             await task
-        _stop_process(worker)
+        stop_process_group(worker)
         await runner.cleanup()
         print(f"streamproc demo: stopped; {sum(a['status'] == 'firing' for a in seen)} alerts fired, "
               f"{sum(a['status'] == 'resolved' for a in seen)} resolved", flush=True)

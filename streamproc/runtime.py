@@ -55,12 +55,11 @@ class Runtime:
     """Decoding, dead-lettering, the demand engine and output fan-out for one worker."""
 
     def __init__(self, settings: Settings, send: Send, *, metrics: Metrics | None = None,
-                 clock: Clock | None = None, webhooks: Any = None) -> None:
+                 clock: Clock | None = None) -> None:
         self.settings = settings
         self.send = send
         self.metrics = metrics or Metrics()
         self.clock = clock or SystemClock()
-        self.webhooks = webhooks
         self.notifier: Any = None
         """A lifecycle.Notifier: marks (silences, inhibition), category alerts and repeats; None: publish as is."""
         self.engine = DemandEngine(settings.window, settings.detector_config())
@@ -211,15 +210,6 @@ class Runtime:
                 self.metrics.alerts.labels(out.value["labels"]["alertname"], out.value["status"]).inc()
                 log.warning("alert %s %s: %s", out.value["status"], out.value["dedup_key"],
                             out.value["annotations"]["summary"], extra={"fields": alert_fields(out.value)})
-                if self.webhooks is not None:
-                    self.webhooks.submit(out.value)
-
-    async def give_up_delivery(self, url: str, alerts: list[dict[str, Any]], status: int | None, excerpt: str) -> None:
-        """A webhook delivery failed for good: keep the alerts in the dead-letter topic."""
-        for alert in alerts:
-            rec = Record(topic=self.settings.topic("alerts"), partition=-1, offset=-1,
-                         key=alert["dedup_key"].encode(), value=orjson.dumps(alert))
-            await self.dead_letter("alerts", rec, "delivery", f"webhook {url} answered {status}: {excerpt}")
 
     # -- state persistence ---------------------------------------------------------------------
 

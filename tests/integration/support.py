@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer
 
 from streamproc.broker import create_topics, free_port, topic_specs
+from streamproc.processes import stop_process_group
 from streamproc.settings import TOPICS, Settings
 
 
@@ -42,16 +42,7 @@ class Worker:
 
     def stop(self, deadline_s: float = 15.0) -> int | None:
         """SIGTERM, then SIGKILL after a deadline (Faust can hang in shutdown)."""
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=deadline_s)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
-        return self.proc.returncode
+        return stop_process_group(self.proc, deadline_s)
 
 
 async def _get_json(url: str) -> Any:
