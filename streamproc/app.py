@@ -19,7 +19,8 @@ from .kafka_auth import broker_credentials, client_kwargs
 from .lifecycle import Notifier
 from .metrics import Metrics
 from .observability import record_consumer_lag
-from .runtime import ORDER_ITEMS, Record, Runtime
+from .runtime import ORDER_ITEMS, Record, Runtime, partition_for
+from .sentiment import Scorer, load_scorer
 from .settings import INPUT_TOPICS, Settings
 from .silences import SilenceLog, SilenceService, SilenceStore
 from .web import make_web_app
@@ -32,8 +33,12 @@ STARTUP_HOLD_MS = 30_000
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings, bootstrap: str, *, clock: Clock | None = None) -> tuple[faust.App, Runtime]:
-    """Build the worker: topics, the product-state table, agents, timers and the HTTP server."""
+def create_app(settings: Settings, bootstrap: str, *, clock: Clock | None = None,
+               scorer: Scorer | None = None) -> tuple[faust.App, Runtime]:
+    """Build the worker: topics, the product-state table, agents, timers and the HTTP server. ``scorer``:
+    review sentiment (default: the model of STREAMPROC_MODEL_DIR or the packaged one; ConfigError if missing)."""
+    if scorer is None:
+        scorer = load_scorer(settings.model_dir, threads=settings.sentiment_threads)
     app = faust.App(
         settings.app_id,
         broker=",".join(f"kafka://{b.strip()}" for b in bootstrap.split(",")),
@@ -42,7 +47,7 @@ def create_app(settings: Settings, bootstrap: str, *, clock: Clock | None = None
         datadir=settings.data_dir,
         web_enabled=False,
         topic_partitions=settings.partitions,
-        topic_replication_factor=1,
+        topic_replication_factor=settings.replication_factor,
         key_serializer="raw",
         value_serializer="raw",
         producer_linger_ms=5,
@@ -56,6 +61,10 @@ def create_app(settings: Settings, bootstrap: str, *, clock: Clock | None = None
         # A killed worker's partitions move on after 10 s, not Faust's default 60 s.
         broker_session_timeout=10.0,
         broker_heartbeat_interval=3.0,
+        # The check compares a store's persisted changelog offsets with the changelog's end. The in-memory store
+        # persists none, and the check then compared offsets this worker read before a rebalance with a stale
+        # end offset and crashed the worker that kept its partitions (seen in the rebalance test).
+        recovery_consistency_check=settings.store != "memory://",
     )
     metrics = Metrics()
     topics = {name: app.topic(settings.topic(name), key_type=bytes, value_type=bytes, partitions=settings.partitions)
@@ -64,8 +73,11 @@ def create_app(settings: Settings, bootstrap: str, *, clock: Clock | None = None
                                     partitions=settings.partitions, internal=True)
     outputs = {name: settings.topic(name) for name in ("alerts", "product-features", "dead-letters", "scored-reviews")}
     outputs[ORDER_ITEMS] = f"{settings.app_id}-order-items"
+    # Keyed by the raw product id, so that Kafka's partitioner puts a product's changelog records on the
+    # partition of its unit (as partition_for does for its input). JSON keys ('"P1"') hashed elsewhere: a
+    # partition's products then lived in other partitions' changelogs, and a rebalance lost their state.
     products = app.Table("products", partitions=settings.partitions, use_partitioner=True,
-                         key_type=str, value_type=bytes)
+                         key_type=bytes, value_type=bytes)
 
     in_flight: list[Any] = []
     # One batch at a time: agents and the ticker share the engine, and a batch's state is stored only
@@ -77,7 +89,8 @@ def create_app(settings: Settings, bootstrap: str, *, clock: Clock | None = None
         in_flight.append(await app.producer.send(outputs[logical], key, value, partition=None, timestamp=None,
                                                  headers=headers))
 
-    runtime = Runtime(settings, send, metrics=metrics, clock=clock or SystemClock())
+    runtime = Runtime(settings, send, metrics=metrics, clock=clock or SystemClock(), scorer=scorer)
+    runtime.assigned = set()  # a member of a consumer group: the partitions it is not assigned are owned elsewhere
     # Alert delivery (docs/alert-delivery.md): marks and repeats on the way to `alerts`; webhooks read `alerts`.
     silence_store = SilenceStore()
     silence_log = SilenceLog(bootstrap, f"{settings.app_id}-silences", silence_store, client_kwargs(settings))
@@ -103,18 +116,26 @@ def create_app(settings: Settings, bootstrap: str, *, clock: Clock | None = None
             await asyncio.gather(*batch)
         upserts, deletes = runtime.drain_dirty()
         for pid, snap in upserts.items():
-            products[pid] = snap
+            products[pid.encode()] = snap
         for pid in deletes:
-            products.pop(pid, None)
+            products.pop(pid.encode(), None)
 
     def make_agent(logical: str) -> None:
         async def agent(stream: Any) -> None:
-            async for events in stream.take_events(settings.batch_size, within=0.05):
+            reviews = logical == "reviews"  # scored in batches of their own size and wait, see below
+            async for events in stream.take_events(settings.sentiment_batch if reviews else settings.batch_size,
+                                                    within=settings.sentiment_wait_ms / 1000 if reviews else 0.05):
                 recs = [Record(e.message.topic, e.message.partition, e.message.offset, e.message.key,
                                e.message.value, list(e.message.headers or [])) for e in events]
+                # Sentiment first, in a thread and outside the lock: the other agents go on meanwhile.
+                scored = await runtime.score_reviews(recs) if reviews else None
                 async with step_lock:
+                    if any(map(stale, events)):
+                        keep = [i for i, e in enumerate(events) if not stale(e)]
+                        recs = [recs[i] for i in keep]
+                        scored = [scored[i] for i in keep] if scored is not None else None
                     with metrics.batch_seconds.labels(logical).time():
-                        await runtime.on_records(logical, recs)
+                        await runtime.on_records(logical, recs, scored)
                         touch_backlogged()
                         await runtime.tick()
                         await persist()
@@ -124,6 +145,16 @@ def create_app(settings: Settings, bootstrap: str, *, clock: Clock | None = None
 
     for logical in (*INPUT_TOPICS, ORDER_ITEMS):
         make_agent(logical)
+
+    def stale(event: Any) -> bool:
+        """An event fetched before the last rebalance (Faust hands over what an agent had buffered): its
+        partition may have moved, and whoever owns it now reads it again from the committed offset. It is
+        skipped, and marked acknowledged so that this worker never commits its offset."""
+        msg = event.message
+        if msg.generation_id == app.consumer_generation_id and msg.tp in assigned_tps:
+            return False
+        msg.acked = True
+        return True
 
     assigned_tps: set[Any] = set()
 
@@ -175,10 +206,15 @@ def create_app(settings: Settings, bootstrap: str, *, clock: Clock | None = None
 
     @products.on_recover  # type: ignore[misc]
     async def recovered() -> None:
+        # Only the products of the partitions assigned now: the in-memory store keeps what this worker wrote
+        # for partitions it has lost since (their new owner has the current state). From the consumer, not
+        # from on_assigned: Faust may finish a short recovery before it sends that signal.
+        owned = {tp.partition for tp in app.consumer.assignment() if tp.topic in topic_logical}
         n = 0
-        for _pid, snap in list(products.items()):
-            runtime.restore(snap)
-            n += 1
+        for key, snap in list(products.items()):
+            if partition_for(key.decode(), settings.partitions) in owned:
+                runtime.restore(snap)
+                n += 1
         runtime.notifier.restore(runtime.engine.firing(), runtime.clock.now_ms())
         state["recovered"] = True
         runtime.ready = True
@@ -196,9 +232,12 @@ def create_app(settings: Settings, bootstrap: str, *, clock: Clock | None = None
 
     @app.on_partitions_revoked.connect  # type: ignore[misc]
     async def on_revoked(sender: Any, revoked: Any, **kw: Any) -> None:
-        assigned_tps.difference_update(revoked)
-        for unit in {tp.partition for tp in revoked if tp.topic in topic_logical}:
-            runtime.engine.drop_unit(unit)
+        # After the batch in progress (outputs acknowledged, state stored): the state of a unit must not
+        # change once it is dropped, nor a dropped unit come back from a late batch (see ``stale``).
+        async with step_lock:
+            assigned_tps.difference_update(revoked)
+            for unit in {tp.partition for tp in revoked if tp.topic in topic_logical}:
+                runtime.revoke(unit)
 
     @app.task
     async def serve_web() -> None:

@@ -128,19 +128,22 @@ class EmbeddedBroker:
         self.stop()
 
 
-def topic_specs(settings) -> list[tuple[str, int, dict[str, str]]]:  # type: ignore[no-untyped-def]
-    """(name, partitions, configs) of every topic streamproc uses."""
-    n = settings.partitions
-    specs = [(settings.topic(t), n, {}) for t in ("clicks", "orders", "reviews", "alerts", "scored-reviews",
-                                                   "dead-letters")]
-    specs.append((settings.topic("product-features"), n, {"cleanup.policy": "compact"}))
-    specs.append((f"{settings.app_id}-order-items", n, {}))
+def topic_specs(settings) -> list[tuple[str, int, dict[str, str], int]]:  # type: ignore[no-untyped-def]
+    """(name, partitions, configs, replication factor) of every topic streamproc uses (Faust creates its own
+    internal topics — the table changelog, the assignor's — with the same replication factor)."""
+    n, rf = settings.partitions, settings.replication_factor
+    specs = [(settings.topic(t), n, {}, rf) for t in ("clicks", "orders", "reviews", "alerts", "scored-reviews",
+                                                       "dead-letters")]
+    specs.append((settings.topic("product-features"), n, {"cleanup.policy": "compact"}, rf))
+    specs.append((f"{settings.app_id}-order-items", n, {}, rf))
+    specs.append((f"{settings.app_id}-silences", 1, {"cleanup.policy": "compact"}, rf))
     return specs
 
 
-async def create_topics(bootstrap: str, specs: Iterable[tuple[str, int, dict[str, str]]],
+async def create_topics(bootstrap: str, specs: Iterable[tuple[Any, ...]],
                         timeout_s: float = 30.0, **client_kwargs: Any) -> None:
-    """Create the topics that do not exist yet, with their partition counts (idempotent).
+    """Create the topics that do not exist yet, with their partition counts (idempotent). ``specs``:
+    ``(name, partitions, configs[, replication factor])``, as :func:`topic_specs` gives (default factor 1).
 
     ``client_kwargs`` are the admin client's security settings (:func:`streamproc.kafka_auth.client_kwargs`);
     credentials the broker refuses raise ConfigError at once instead of being retried until the deadline."""
@@ -164,8 +167,8 @@ async def create_topics(bootstrap: str, specs: Iterable[tuple[str, int, dict[str
             await asyncio.sleep(0.5)
     try:
         existing = set(await admin.list_topics())
-        new = [NewTopic(name, num_partitions=n, replication_factor=1, topic_configs=cfg)
-               for name, n, cfg in specs if name not in existing]
+        new = [NewTopic(name, num_partitions=n, replication_factor=rf[0] if rf else 1, topic_configs=cfg)
+               for name, n, cfg, *rf in specs if name not in existing]
         if new:
             with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics(new)

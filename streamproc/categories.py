@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import alerts as alerts_mod
 from . import detectors
-from .demand import CARTS, ORDERS, VIEWS, Output
+from .demand import CARTS, NEGATIVE, ORDERS, REVIEWS, SCORED, SENTIMENT_SUM, VIEWS, Output
 
 if TYPE_CHECKING:
     from .demand import DemandEngine
@@ -26,7 +26,9 @@ if TYPE_CHECKING:
 __all__ = ["CategoryEngine", "category_alert"]
 
 DAY_MS = 86_400_000
+HOUR_MS = 3_600_000
 SIGNALS = ("orders", "clicks")
+_REVIEW_SLOTS = (REVIEWS, NEGATIVE, SENTIMENT_SUM, SCORED)
 
 
 def category_alert(*, category: str, signal: str, severity: str, window_start_ms: int, window_end_ms: int,
@@ -63,6 +65,32 @@ class CategoryEngine:
         self.open: dict[int, dict[str, list[float]]] = {}
         """Bucket start -> category -> [orders, clicks], until every unit closed the bucket."""
         self.cats: dict[str, CategoryState] = {}
+        self.review_minutes: dict[str, dict[int, list[float]]] = {}
+        """Per category, per closed bucket of the last hour: [reviews, negative, sentiment sum, scored]."""
+        self.review_hours: dict[str, dict[int, list[float]]] = {}
+        """Same per hour, for the last 24 h."""
+
+    def review_windows(self, category: str) -> dict[str, float | None]:
+        """The category's reviews over the last hour and day (of the buckets closed so far): counts, share
+        labelled negative, mean P(positive) - P(negative) — as the product features, one level up."""
+        out: dict[str, float | None] = {}
+        for name, rows in (("1h", self.review_minutes.get(category, {})), ("24h", self.review_hours.get(category, {}))):
+            n, neg, sent, scored = (sum(r[i] for r in rows.values()) for i in range(4))
+            out[f"reviews_{name}"] = n
+            out[f"negative_share_{name}"] = neg / scored if scored else None
+            out[f"sentiment_mean_{name}"] = sent / scored if scored else None
+        return out
+
+    def _add_reviews(self, category: str, b: int, c: list[float]) -> None:
+        if not c[REVIEWS]:
+            return
+        for rows, key, keep_ms in ((self.review_minutes, b, HOUR_MS), (self.review_hours, b - b % HOUR_MS, DAY_MS)):
+            cat = rows.setdefault(category, {})
+            acc = cat.setdefault(key, [0.0] * 4)
+            for i, slot in enumerate(_REVIEW_SLOTS):
+                acc[i] += c[slot]
+            for old in [k for k in cat if k <= key - keep_ms]:
+                del cat[old]
 
     def firing(self) -> list[dict[str, Any]]:
         return [a for st in self.cats.values() for a in st.incidents.values()]
@@ -83,6 +111,7 @@ class CategoryEngine:
             acc = self.open.setdefault(b, {}).setdefault(p.category, [0.0, 0.0])
             acc[0] += c[ORDERS]
             acc[1] += c[VIEWS] + c[CARTS]
+            self._add_reviews(p.category, b, c)
             st = self.cats.get(p.category)
             if st is None:
                 st = self.cats[p.category] = CategoryState(

@@ -59,9 +59,10 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--topic", required=True)
     r.add_argument("--no-progress", action="store_true")
 
-    s = sub.add_parser("score", help="sentiment of review texts")
-    s.add_argument("texts", nargs="*")
-    s.add_argument("--file", default=None)
+    s = sub.add_parser("score", help="sentiment of review texts (JSON lines out, in input order)")
+    s.add_argument("texts", nargs="*", metavar="TEXT")
+    s.add_argument("--file", default=None, help="JSON lines with a \"text\" field ('-': standard input)")
+    s.add_argument("--progress", action="store_true", help="progress bar on stderr (default: only on a terminal)")
 
     bt = sub.add_parser("backtest", help="run the surge/drop detector over a historical count series (CSV)")
     bt.add_argument("--csv", required=True)
@@ -116,10 +117,12 @@ def cmd_worker(settings: Settings) -> int:
     import faust  # noqa: F401  (fail here, not half-way, if the install is broken)
 
     from .app import create_app
+    from .sentiment import load_scorer
 
+    scorer = load_scorer(settings.model_dir, threads=settings.sentiment_threads)  # a missing model: exit 2 now
     with _bootstrap(settings) as bootstrap:
         _ensure_topics(settings, bootstrap)
-        app, _ = create_app(settings, bootstrap)
+        app, _ = create_app(settings, bootstrap, scorer=scorer)
         from faust import Worker
 
         worker = Worker(app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False,
@@ -172,9 +175,10 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def cmd_score(args: argparse.Namespace) -> int:
-    print("streamproc score: no sentiment model is packaged in this version yet", file=sys.stderr)
-    return 1
+def cmd_score(args: argparse.Namespace, settings: Settings) -> int:
+    from .score_cli import score_main
+
+    return score_main(args.texts, args.file, settings, sys.stdout, progress=args.progress)
 
 
 def cmd_backtest(args: argparse.Namespace) -> int:
@@ -196,11 +200,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = _parser().parse_args(argv)
         if args.command == "backtest":
             return cmd_backtest(args)
-        if args.command == "score":
-            return cmd_score(args)
         if args.command == "broker":
             return cmd_broker(args)
         settings = Settings.from_env()
+        if args.command == "score":
+            return cmd_score(args, settings)
         logs.configure(settings)
         if args.command == "worker":
             return cmd_worker(settings)

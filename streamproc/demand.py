@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import alerts as alerts_mod
-from . import detectors
+from . import detectors, review_spikes
 from .events import Click, DecodeError, OrderItem, Review
 from .features import build_features
 from .windows import UnitWatermark, WindowSpec, bucket_start
@@ -76,6 +76,10 @@ class ProductState:
     record counted here: a record replayed after a crash is recognised and not counted twice."""
     closes: int = 0
     """Buckets closed so far."""
+    review: review_spikes.ReviewSpikeState = field(default_factory=review_spikes.ReviewSpikeState)
+    """The negative-review spike test's baseline and incident state."""
+    neg_top: dict[int, list[list[Any]]] = field(default_factory=dict)
+    """Per bucket (open or within the longest review window), its most negative reviews: evidence."""
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable snapshot (for the changelog-backed table)."""
@@ -95,6 +99,8 @@ class ProductState:
             "features": self.features,
             "applied": self.applied,
             "closes": self.closes,
+            "review": self.review.to_dict(),
+            "neg_top": [[k, v] for k, v in self.neg_top.items()],
         }
 
     @classmethod
@@ -118,6 +124,8 @@ class ProductState:
             features=d.get("features"),
             applied=d.get("applied", {}),
             closes=d.get("closes", 0),
+            review=review_spikes.ReviewSpikeState.from_dict(d.get("review")),
+            neg_top={int(k): v for k, v in d.get("neg_top", [])},
         )
 
 
@@ -133,9 +141,11 @@ class Unit:
 class DemandEngine:
     """Per-product event-time windows, detection at close, features and alert transitions."""
 
-    def __init__(self, spec: WindowSpec, det_cfg: detectors.DetectorConfig, *, live_ms: int = DAY_MS) -> None:
+    def __init__(self, spec: WindowSpec, det_cfg: detectors.DetectorConfig, *, live_ms: int = DAY_MS,
+                 review_cfg: review_spikes.ReviewSpikeConfig | None = None) -> None:
         self.spec = spec
         self.det_cfg = det_cfg
+        self.review_cfg = review_cfg or review_spikes.ReviewSpikeConfig()
         self.live_ms = live_ms
         self.units: dict[int, Unit] = {}
         self.index: dict[str, ProductState] = {}
@@ -256,8 +266,11 @@ class DemandEngine:
         return c
 
     def apply_review(self, unit_id: int, stream: str, ev: Review, wall_ms: int,
-                     negative: float | None = None, offset: int | None = None) -> DecodeError | None:
-        """Count a review, with its negative probability when it has been scored."""
+                     negative: float | None = None, offset: int | None = None, *,
+                     positive: float | None = None, label: str | None = None) -> DecodeError | None:
+        """Count a review, with its sentiment when it has been scored: P(negative), P(positive) (default
+        1 - P(negative)) and the label (default: negative when P(negative) >= 0.5). Negative reviews are
+        kept as evidence for the negative-review spike test."""
         u = self._admit(unit_id, stream, ev.ts_ms, wall_ms)
         if isinstance(u, DecodeError):
             return u
@@ -266,9 +279,16 @@ class DemandEngine:
             return c
         c[REVIEWS] += 1
         if negative is not None:
+            pos = 1.0 - negative if positive is None else positive
+            is_negative = negative >= 0.5 if label is None else label == "negative"
             c[SCORED] += 1
-            c[SENTIMENT_SUM] += 1.0 - 2.0 * negative
-            c[NEGATIVE] += 1.0 if negative >= 0.5 else 0.0
+            c[SENTIMENT_SUM] += pos - negative
+            if is_negative:
+                c[NEGATIVE] += 1
+                p = self.index[ev.product_id]
+                start = bucket_start(ev.ts_ms, self.spec.bucket_ms)
+                review_spikes.add_evidence(p.neg_top.setdefault(start, []), negative, ev.review_id, ev.text,
+                                           self.review_cfg.evidence_k)
         return None
 
     # -- closing -------------------------------------------------------------------------------
@@ -311,7 +331,7 @@ class DemandEngine:
                 self.index.pop(p.product_id, None)
                 if p.open:  # later buckets already arrived: start over, as if they had arrived after expiry
                     fresh = self._new_product(u, p.unit, p.product_id, p.category, min(p.open))
-                    fresh.open, fresh.last_event_ms = p.open, p.last_event_ms
+                    fresh.open, fresh.last_event_ms, fresh.neg_top = p.open, p.last_event_ms, p.neg_top
                 else:
                     self.evicted.add(p.product_id)
                     self.dirty.discard(p.product_id)
@@ -322,6 +342,7 @@ class DemandEngine:
             p.last_active_ms = b
         p.next_close_ms = b + size
         p.closes += 1
+        review_spikes.on_close(p, b, size, self.review_cfg, out)  # before the hour-old bucket is pruned
         for k in [k for k in p.minutes if k <= b - HOUR_MS]:
             del p.minutes[k]
         hour = b - b % HOUR_MS

@@ -3,7 +3,8 @@ alerts, and the web UI — all on this machine, stopped cleanly by Ctrl-C or ``-
 
 The traffic starts with half an hour of history (event time), loaded as fast as the worker takes it, so
 the detectors have a baseline; the live part then runs at ten times the wall clock, and the first
-injected surge comes a few minutes (event time) in.
+injected surge comes a few minutes (event time) in, a negative-review spike (on another product) a few
+minutes after it: the review test needs no warm-up, a new product's baseline being the shop-wide prior.
 """
 
 from __future__ import annotations
@@ -82,11 +83,13 @@ async def _main(settings: Settings, bootstrap: str, duration_s: float | None, we
     now_ms = int(time.time() * 1000)
     sc = generator.scenario("demo", start_ms=now_ms - HISTORY_MS, duration_ms=HISTORY_MS + 4 * 3_600_000,
                             rate_eps=DEMO_RATE_EPS, seed=seed, warmup_ms=HISTORY_MS)
-    first = next((t for t in generator.truth(sc) if t["kind"] == "demand_surge"), None)
-    if first:
-        print(f"  injected: x{first['factor']:g} surge on {first['product_id']} at event time "
-              f"+{(first['start_ms'] - now_ms) / 60_000:.0f} min (about "
-              f"{(first['start_ms'] - now_ms) / 1000 / LIVE_SPEED:.0f} s after the history is loaded)", flush=True)
+    for kind, what in (("demand_surge", "surge"), ("negative_review_spike", "negative-review spike")):
+        first = next((t for t in generator.truth(sc) if t["kind"] == kind), None)
+        if first:
+            after_ms = int(first["start_ms"]) - now_ms  # type: ignore[call-overload]
+            print(f"  injected: x{first['factor']:g} {what} on {first['product_id']} at event time "
+                  f"+{after_ms / 60_000:.0f} min (about {after_ms / 1000 / LIVE_SPEED:.0f} s after the history "
+                  "is loaded)", flush=True)
     history, live = split_at(generator.events(sc, seed), now_ms)
 
     async def traffic() -> None:

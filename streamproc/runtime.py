@@ -7,11 +7,15 @@ tests). Nothing here blocks the event loop.
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import itertools
 import logging
 import time
+import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,8 +25,10 @@ from aiokafka.partitioner import murmur2
 from .clock import Clock, SystemClock
 from .demand import DemandEngine, Output, ProductState
 from .events import Click, DecodeError, Order, OrderItem, Review, decoder_for
+from .fronts import WAIT, Fronts
 from .logs import alert_fields
 from .metrics import Metrics
+from .sentiment import Scorer, Sentiment
 from .settings import Settings
 
 __all__ = ["Record", "Runtime", "partition_for", "ORDER_ITEMS"]
@@ -55,19 +61,31 @@ class Runtime:
     """Decoding, dead-lettering, the demand engine and output fan-out for one worker."""
 
     def __init__(self, settings: Settings, send: Send, *, metrics: Metrics | None = None,
-                 clock: Clock | None = None) -> None:
+                 clock: Clock | None = None, scorer: Scorer | None = None) -> None:
         self.settings = settings
         self.send = send
         self.metrics = metrics or Metrics()
         self.clock = clock or SystemClock()
         self.notifier: Any = None
         """A lifecycle.Notifier: marks (silences, inhibition), category alerts and repeats; None: publish as is."""
-        self.engine = DemandEngine(settings.window, settings.detector_config())
+        self.scorer = scorer
+        """Review sentiment; None: reviews are counted unscored (no ``scored-reviews``, sentiment features null)."""
+        self._score_pool: ThreadPoolExecutor | None = None
+        self.engine = DemandEngine(settings.window, settings.detector_config(),
+                                   review_cfg=settings.review_spike_config())
         self.recent_alerts: deque[dict[str, Any]] = deque(maxlen=500)
         self.partitions = settings.partitions
         self.ready = False
-        self.in_flight: dict[int, deque[int]] = {}
-        """Event times of order lines forwarded to each unit and not yet read back, oldest first."""
+        self.in_flight: dict[int, deque[tuple[int, int]]] = {}
+        """(sequence number, event time) of the order lines this worker forwarded to each of its own units
+        and has not read back yet, oldest first."""
+        self.assigned: set[int] | None = None
+        """Units (partition numbers) this worker owns in its consumer group (``assign``/``revoke``); None: a
+        standalone runtime that owns every unit. The others' event-time fronts come as markers (fronts.py)."""
+        self.fronts = Fronts(settings.partitions)
+        self.instance = uuid.uuid4().hex[:12]
+        """Tags the order lines this runtime forwards, so that it counts only its own as read back."""
+        self._line_seq = itertools.count()
         self.processed_offsets: dict[tuple[str, int], int] = {}
         """Last offset handled per (topic, partition): with the consumer's positions it tells backlog from idleness."""
         self.metrics.bind_runtime(self)  # table sizes and open incidents, computed at scrape time
@@ -75,24 +93,80 @@ class Runtime:
     # -- input ---------------------------------------------------------------------------------
 
     def assign(self, logical: str, partition: int) -> None:
-        """A partition of an input stream was assigned to this worker."""
-        self.engine.register_stream(partition, f"{logical}/{partition}", self.clock.now_ms())
+        """A partition of an input stream was assigned to this worker. (Forwarded order lines do not form a
+        stream of their own: the holds bound them, see :meth:`holds`.)"""
+        if self.assigned is not None:
+            self.assigned.add(partition)
+        if logical != ORDER_ITEMS:
+            self.engine.register_stream(partition, f"{logical}/{partition}", self.clock.now_ms())
 
-    async def on_records(self, logical: str, records: Sequence[Record]) -> None:
-        """Process a batch of records of one input topic (``clicks``, ``orders``, ``reviews`` or ``order-items``)."""
+    def revoke(self, partition: int) -> None:
+        """A unit moved to another worker: forget its state (the new owner restores it from the table)."""
+        if self.assigned is not None:
+            self.assigned.discard(partition)
+        self.engine.drop_unit(partition)
+        self.fronts.forget(partition)
+        self.in_flight.pop(partition, None)
+        for tp in [tp for tp in self.processed_offsets if tp[1] == partition]:
+            del self.processed_offsets[tp]
+
+    def _remote(self) -> set[int]:
+        """Units owned by other workers of the group."""
+        return set() if self.assigned is None else set(range(self.partitions)) - self.assigned
+
+    async def score_reviews(self, records: Sequence[Record]) -> list[Sentiment | None]:
+        """The sentiment of each record that is a valid review not counted before (None for the others),
+        computed in a worker thread: onnxruntime releases the GIL, so the event loop (the other agents, the
+        HTTP API) keeps running. Call it outside the engine's lock; hand the result to :meth:`on_records`."""
+        out: list[Sentiment | None] = [None] * len(records)
+        if self.scorer is None:
+            return out
+        decode = decoder_for("reviews")
+        max_bytes = self.settings.max_record_bytes
+        todo: list[int] = []
+        texts: list[str] = []
+        for i, rec in enumerate(records):
+            ev = decode(rec.value, max_bytes)
+            if isinstance(ev, Review) and not self._replayed(ev, f"reviews/{rec.partition}", rec.offset):
+                todo.append(i)
+                texts.append(ev.text)
+        if not texts:
+            return out
+        if self._score_pool is None:
+            self._score_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sentiment")
+        started = time.perf_counter()
+        scored = await asyncio.get_running_loop().run_in_executor(self._score_pool, self.scorer.score, texts)
+        self.metrics.model_inference_seconds.observe(time.perf_counter() - started)
+        self.metrics.model_batch_size.observe(len(texts))
+        for i, s in zip(todo, scored, strict=True):
+            out[i] = s
+        return out
+
+    async def on_records(self, logical: str, records: Sequence[Record],
+                         scored: Sequence[Sentiment | None] | None = None) -> None:
+        """Process a batch of records of one input topic (``clicks``, ``orders``, ``reviews`` or ``order-items``).
+
+        Reviews are scored here unless ``scored`` (from :meth:`score_reviews`) is given; each counted review
+        is published to ``scored-reviews`` (key: its product id, like the input)."""
+        if logical == "reviews" and scored is None and self.scorer is not None:
+            scored = await self.score_reviews(records)
         wall = self.clock.now_ms()
         eng = self.engine
         max_bytes = self.settings.max_record_bytes
         processed = 0
         decode = decoder_for(logical) if logical != ORDER_ITEMS else _decode_item
-        for rec in records:
-            ev = decode(rec.value, max_bytes)
+        for n, rec in enumerate(records):
             stream = f"{logical}/{rec.partition}"
             err: DecodeError | None
-            if logical == ORDER_ITEMS:  # one of the lines this worker forwarded has arrived
-                pending = self.in_flight.get(rec.partition)
-                if pending:
-                    pending.popleft()
+            if logical == ORDER_ITEMS:
+                if self.fronts.is_marker(rec.key):  # another worker's front, not an order line
+                    bad = self.fronts.receive(rec.partition, rec.value)
+                    self.processed_offsets[(rec.topic, rec.partition)] = rec.offset
+                    if bad is not None:
+                        await self.dead_letter(logical, rec, "schema", bad)
+                    continue
+                self._read_back(rec)
+            ev = decode(rec.value, max_bytes)
             if isinstance(ev, DecodeError):
                 err = ev
             elif self._replayed(ev, stream, rec.offset):
@@ -104,10 +178,19 @@ class Runtime:
                 if err is None:
                     err = await self._apply_order(rec.partition, stream, rec.offset, ev)
             elif isinstance(ev, Review):
-                err = eng.apply_review(rec.partition, stream, ev, wall, offset=rec.offset)
+                sentiment = scored[n] if scored is not None else None
+                if sentiment is None and self.scorer is not None:  # not scored beforehand (e.g. a race with a replay)
+                    sentiment = (await self.score_reviews([rec]))[0]
+                if sentiment is None:
+                    err = eng.apply_review(rec.partition, stream, ev, wall, offset=rec.offset)
+                else:
+                    err = eng.apply_review(rec.partition, stream, ev, wall, sentiment.negative, rec.offset,
+                                           positive=sentiment.positive, label=sentiment.label)
+                    if err is None:
+                        await self._publish_scored(ev, sentiment)
             else:  # a forwarded order line
                 ts, item, source, seq = ev
-                err = eng.admit_order(rec.partition, stream, ts, wall)
+                err = self._admit_line(rec.partition, ts, wall)
                 if err is None:
                     err = eng.apply_item(rec.partition, ts, item, source, seq)
             self.processed_offsets[(rec.topic, rec.partition)] = rec.offset
@@ -118,6 +201,37 @@ class Runtime:
         if logical != ORDER_ITEMS:
             self.metrics.records_in.labels(logical).inc(len(records))
             self.metrics.records_processed.labels(logical).inc(processed)
+
+    def _read_back(self, rec: Record) -> None:
+        """A forwarded order line arrived: if this worker sent it, it is no longer in flight."""
+        pending = self.in_flight.get(rec.partition)
+        if not pending:
+            return
+        try:
+            d = orjson.loads(rec.value or b"")
+            mine, n = d.get("w") == self.instance, d.get("n")
+        except (orjson.JSONDecodeError, AttributeError):
+            return
+        if mine and type(n) is int:
+            while pending and pending[0][0] <= n:
+                pending.popleft()
+
+    def _admit_line(self, unit: int, ts: int, wall: int) -> DecodeError | None:
+        """Whether a forwarded order line may still count: its bucket must not be final yet."""
+        spec = self.settings.window
+        if ts > wall + spec.max_future_ms:
+            return DecodeError("late", f"ts {ts} is more than {spec.max_future_ms} ms in the future")
+        u = self.engine.unit(unit)
+        if u.watermark.is_late(ts):
+            return DecodeError("late", f"ts {ts} falls in a window that is already final "
+                                       f"(watermark {u.watermark.watermark_ms})")
+        return None
+
+    async def _publish_scored(self, ev: Review, s: Sentiment) -> None:
+        value = orjson.dumps({"review_id": ev.review_id, "product_id": ev.product_id, "ts": ev.ts_ms, "lang": ev.lang,
+                              "label": s.label, "probabilities": s.probabilities,
+                              "model_version": self.scorer.model_version if self.scorer else None})
+        await self.send("scored-reviews", ev.product_id.encode(), value, None)
 
     def _replayed(self, ev: Any, stream: str, offset: int) -> bool:
         """Whether every product this record counts for has counted it already."""
@@ -139,10 +253,13 @@ class Runtime:
             if home == partition:
                 err = self.engine.apply_item(partition, order.ts_ms, item, stream, seq) or err
             else:
+                n = next(self._line_seq)
                 value = orjson.dumps({"ts": order.ts_ms, "order_id": order.order_id, "product_id": item.product_id,
                                       "quantity": item.quantity, "unit_price": item.unit_price,
-                                      "category": item.category, "source": stream, "seq": seq})
-                self.in_flight.setdefault(home, deque()).append(order.ts_ms)
+                                      "category": item.category, "source": stream, "seq": seq,
+                                      "w": self.instance, "n": n})
+                if self.assigned is None or home in self.assigned:  # elsewhere: the front markers cover it
+                    self.in_flight.setdefault(home, deque()).append((n, order.ts_ms))
                 await self.send(ORDER_ITEMS, item.product_id.encode(), value, None)
         return err
 
@@ -161,14 +278,36 @@ class Runtime:
     # -- closing and outputs -------------------------------------------------------------------
 
     def holds(self) -> dict[int, int]:
-        """Per unit, the event time its watermark may not pass yet (forwarded order lines in flight, and
-        the slowest local orders stream, which may still forward lines to any unit)."""
-        holds = {unit: min(q) for unit, q in self.in_flight.items() if q}
+        """Per unit, the event time its watermark may not pass yet (less the allowed lateness): the order
+        lines this worker forwarded to it and has not read back, the slowest orders stream of this worker,
+        and the orders fronts of the units other workers own (their markers), which may all still forward
+        lines to it."""
+        holds = {unit: min(ts for _n, ts in q) for unit, q in self.in_flight.items() if q}
         front = self.engine.stream_front("orders/", self.clock.now_ms())
         if front is not None:
             for unit in self.engine.units:
                 holds[unit] = min(holds.get(unit, front), front)
+        for unit, f in self.fronts.holds(self.engine.units, self._remote()).items():
+            holds[unit] = min(holds.get(unit, f), f)
         return holds
+
+    def _orders_front(self, unit: int, wall: int) -> int | None:
+        """The event-time front of a unit's orders stream: None while idle, WAIT before it delivers."""
+        u = self.engine.units.get(unit)
+        clock = u.watermark.streams.get(f"orders/{unit}") if u is not None else None
+        if clock is None or wall - clock.last_seen_wall_ms >= self.settings.window.idle_timeout_ms:
+            return None
+        return WAIT if clock.max_ts_ms is None else clock.max_ts_ms
+
+    async def send_fronts(self) -> None:
+        """Front markers of this worker's units to the order-items partitions owned elsewhere (fronts.py)."""
+        remote = self._remote()
+        if not remote or not self.assigned:
+            return
+        wall = self.clock.now_ms()
+        fronts = {unit: self._orders_front(unit, wall) for unit in sorted(self.assigned)}
+        for key, value in self.fronts.due(fronts, remote, wall):
+            await self.send(ORDER_ITEMS, key, value, None)
 
     def watermark_report(self) -> dict[str, Any]:
         """Watermarks, their streams and holds, for ``GET /watermarks``."""
@@ -190,6 +329,7 @@ class Runtime:
         outputs = self.engine.tick(self.clock.now_ms(), holds)
         self.metrics.observe_tick(outputs, self.clock.now_ms(), time.perf_counter() - started)
         await self.publish(outputs)
+        await self.send_fronts()
         now = self.clock.now_ms()
         for unit, wm in self.engine.watermarks().items():
             if wm is not None:

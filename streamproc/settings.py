@@ -25,6 +25,7 @@ INPUT_TOPICS = ("clicks", "orders", "reviews")
 _INT_VARS = {
     "STREAMPROC_WEB_PORT": ("web_port", 0, 65535),
     "STREAMPROC_PARTITIONS": ("partitions", 1, 10_000),
+    "STREAMPROC_REPLICATION_FACTOR": ("replication_factor", 1, 32_767),
     "STREAMPROC_MAX_RECORD_BYTES": ("max_record_bytes", 64, 100 << 20),
     "STREAMPROC_FEATURE_MAX_AGE_MS": ("feature_max_age_ms", 1, 10**12),
     "STREAMPROC_BATCH_SIZE": ("batch_size", 1, 1_000_000),
@@ -40,6 +41,10 @@ _INT_VARS = {
     "STREAMPROC_ALERT_REPEAT_INTERVAL_MS": ("alert_repeat_interval_ms", 1_000, 30 * 86_400_000),
     "STREAMPROC_ALERT_PENDING_MS": ("alert_pending_ms", 0, 86_400_000),
     "STREAMPROC_ALERT_KEEP_FIRING_MS": ("alert_keep_firing_ms", 0, 86_400_000),
+    # Review sentiment in the stream (README, "Sentiment").
+    "STREAMPROC_SENTIMENT_BATCH": ("sentiment_batch", 1, 4096),
+    "STREAMPROC_SENTIMENT_WAIT_MS": ("sentiment_wait_ms", 0, 60_000),
+    "STREAMPROC_SENTIMENT_THREADS": ("sentiment_threads", 1, 256),
 }
 _WINDOW_VARS = {
     "STREAMPROC_BUCKET_MS": ("bucket_ms", 1_000, 86_400_000),
@@ -101,8 +106,19 @@ class Settings:
     alert_keep_firing_ms: int | None = None
     """Event time a condition must stay clear before resolving (rounded up to buckets; default: the detector's)."""
     model_dir: str | None = None
+    """Sentiment model directory; None: the packaged model."""
+    sentiment_batch: int = 64
+    """The reviews agent scores up to this many reviews at a time ..."""
+    sentiment_wait_ms: int = 50
+    """... or what arrived within this long."""
+    sentiment_threads: int | None = None
+    """onnxruntime intra-op threads; None: min(2, CPUs)."""
+    review_spike_overrides: tuple[tuple[str, object], ...] = ()
+    """``STREAMPROC_REVIEW_SPIKE_<FIELD>`` overrides of the negative-review spike test's defaults."""
     partitions: int = 4
     """Partitions of the topics streamproc creates (all input topics get the same count)."""
+    replication_factor: int = 1
+    """Replication factor of every topic streamproc or Faust creates (at most the number of brokers)."""
     max_record_bytes: int = 1 << 20
     feature_max_age_ms: int = 600_000
     """Features not recomputed for this long (wall clock) are served as OUTSIDE_MAX_AGE."""
@@ -134,6 +150,11 @@ class Settings:
     def topic(self, logical: str) -> str:
         """The real name of a logical topic."""
         return dict(self.topics)[logical]
+
+    def review_spike_config(self):  # type: ignore[no-untyped-def]
+        from .review_spikes import ReviewSpikeConfig
+
+        return dataclasses.replace(ReviewSpikeConfig(), **dict(self.review_spike_overrides))
 
     def detector_config(self):  # type: ignore[no-untyped-def]
         from .detectors import DetectorConfig
@@ -201,6 +222,12 @@ class Settings:
             topics.append((t, name))
         kw["topics"] = tuple(topics)
         kw["detect_overrides"] = _alert_period_overrides(_detect_overrides(env), kw)
+        kw["review_spike_overrides"] = _review_spike_overrides(env)
+        bucket_ms = kw.get("window", WindowSpec()).bucket_ms  # type: ignore[attr-defined]
+        windows = dict(kw["review_spike_overrides"]).get("windows_ms", ())  # type: ignore[call-overload]
+        if any(w < bucket_ms for w in windows):
+            raise ConfigError(f"STREAMPROC_REVIEW_SPIKE_WINDOWS_MS: each window must be at least a bucket "
+                              f"(STREAMPROC_BUCKET_MS={bucket_ms})")
         kw.update(_security(env, has_broker="broker" in kw))
         return cls(**kw)  # type: ignore[arg-type]
 
@@ -254,6 +281,40 @@ def _detect_overrides(env: Mapping[str, str]) -> tuple[tuple[str, float], ...]:
             DetectorConfig(**{name: value})
         except ValueError as exc:
             raise ConfigError(f"{var}={raw!r}: {exc}") from None
+    return tuple(sorted(out))
+
+
+def _review_spike_overrides(env: Mapping[str, str]) -> tuple[tuple[str, object], ...]:
+    """``STREAMPROC_REVIEW_SPIKE_<FIELD>`` (``WINDOWS_MS`` is a comma-separated list of durations)."""
+    from .review_spikes import ReviewSpikeConfig
+
+    prefix = "STREAMPROC_REVIEW_SPIKE_"
+    defaults = ReviewSpikeConfig()
+    fields = {f.name for f in dataclasses.fields(ReviewSpikeConfig)}
+    out: list[tuple[str, object]] = []
+    for var, raw in env.items():
+        if not var.startswith(prefix):
+            continue
+        name = var[len(prefix):].lower()
+        if name not in fields:
+            raise ConfigError(f"{var}: unknown review spike setting; known: "
+                              + ", ".join(prefix + n.upper() for n in sorted(fields)))
+        default = getattr(defaults, name)
+        try:
+            value: object = tuple(int(x) for x in raw.split(",") if x.strip()) if isinstance(default, tuple) \
+                else type(default)(raw.strip())
+        except ValueError:
+            like = ",".join(map(str, default)) if isinstance(default, tuple) else repr(default)
+            raise ConfigError(f"{var}={raw!r}: expected a {type(default).__name__} like {like}") from None
+        out.append((name, value))
+        try:  # range checks live in ReviewSpikeConfig; fail here, at start-up
+            ReviewSpikeConfig(**{name: value})  # type: ignore[arg-type]
+        except ValueError as exc:
+            raise ConfigError(f"{var}={raw!r}: {exc}") from None
+    try:
+        ReviewSpikeConfig(**dict(out))  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise ConfigError(f"{prefix}*: {exc}") from None
     return tuple(sorted(out))
 
 

@@ -141,7 +141,12 @@ class UnitWatermark:
             if not seen:
                 return self.watermark_ms
             newest_ts = max(c.max_ts_ms for c in seen)  # type: ignore[type-var]
-            last_wall = max(c.last_seen_wall_ms for c in seen)
+            # The restored pseudo-stream has no wall time of its own (0): counting from it moved a unit that
+            # had heard nothing since a restart or a rebalance decades ahead. Count from when its streams were
+            # last heard of (or registered) instead; with none at all, do not move.
+            restored = self.streams.get(RESTORED)
+            walls = [c.last_seen_wall_ms for c in self.streams.values() if c is not restored]
+            last_wall = max(walls, default=wall_ms)
             candidate = newest_ts - lateness + max(0, wall_ms - last_wall - idle)
         if hold_ms is not None:
             candidate = min(candidate, hold_ms - lateness)

@@ -77,7 +77,9 @@ function renderAlerts(alerts, silencesEnabled) {
   if (!alerts.length) { setHTML("alerts", '<p class="muted">none</p>'); return; }
   const html = alerts.map(a => {
     const l = a.labels || {}, ev = a.evidence || {}, silenced = (a.silenced_by || []).length > 0;
-    const snippets = (ev.snippets || []).map(s => `<li>${esc(typeof s === "string" ? s : s.text)}</li>`).join("");
+    const ids = ev.review_ids || [];
+    const snippets = (ev.snippets || []).map((s, i) =>
+      `<li${ids[i] ? ` title="review ${esc(ids[i])}"` : ""}>${esc(typeof s === "string" ? s : s.text)}</li>`).join("");
     const key = a.dedup_key, dur = durations[key] || "7200000";
     const opts = [["3600000", "1 h"], ["7200000", "2 h"], ["28800000", "8 h"], ["86400000", "1 day"]]
       .map(([v, t]) => `<option value="${v}"${v === dur ? " selected" : ""}>${t}</option>`).join("");

@@ -69,23 +69,32 @@ def isolated_env(bootstrap: str, tmp: Path, extra: Mapping[str, str] | None = No
 
 def start_worker(env: dict[str, str], tmp: Path, *, ready_timeout_s: float = 60.0) -> Worker:
     """Create the topics, start a worker and wait until /readyz says ready."""
+    return wait_ready(launch_worker(env, tmp), ready_timeout_s)
+
+
+def launch_worker(env: dict[str, str], tmp: Path, *, name: str | None = None) -> Worker:
+    """Create the topics and start a worker process, without waiting for it (see :func:`wait_ready`)."""
     settings = Settings.from_env(env)
     asyncio.run(create_topics(env["STREAMPROC_BROKER"], topic_specs(settings)))
-    log = tmp / f"worker-{settings.app_id}.log"
+    log = tmp / f"worker-{name or settings.app_id}.log"
     with open(log, "ab") as fh:
         proc = subprocess.Popen([sys.executable, "-m", "streamproc", "worker"], env=env, stdout=fh, stderr=fh,
                                 start_new_session=True)
-    w = Worker(proc, settings.web_port, settings, env, log)
-    deadline = time.monotonic() + ready_timeout_s
+    return Worker(proc, settings.web_port, settings, env, log)
+
+
+def wait_ready(w: Worker, timeout_s: float = 60.0) -> Worker:
+    """Wait until the worker's /readyz says ready (joined its group, table restored); stop it on failure."""
+    deadline = time.monotonic() + timeout_s
     while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"worker exited with {proc.returncode}: {log.read_text()[-3000:]}")
+        if w.proc.poll() is not None:
+            raise RuntimeError(f"worker exited with {w.proc.returncode}: {w.log.read_text()[-3000:]}")
         with contextlib.suppress(Exception):
             if w.get("/readyz").get("ready"):
                 return w
         if time.monotonic() > deadline:
             w.stop()
-            raise RuntimeError(f"worker not ready in {ready_timeout_s}s: {log.read_text()[-3000:]}")
+            raise RuntimeError(f"worker not ready in {timeout_s}s: {w.log.read_text()[-3000:]}")
         time.sleep(0.3)
 
 

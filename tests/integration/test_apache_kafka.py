@@ -13,7 +13,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 
 from tests.kafka.apache_kafka import KafkaCluster
-from tests.kafka.conftest_plugin import SCRAM_PASSWORD, SCRAM_USER, apache_kafka, apache_kafka_cluster  # noqa: F401
+from tests.kafka.conftest_plugin import SCRAM_PASSWORD, SCRAM_USER
 
 pytestmark = pytest.mark.integration
 
@@ -65,7 +65,7 @@ async def _consume_ids(bootstrap: str, topic: str, want: set[int], deadline_s: f
     return seen, records
 
 
-async def test_single_node_exact_count(apache_kafka: KafkaCluster) -> None:  # noqa: F811
+async def test_single_node_exact_count(apache_kafka: KafkaCluster) -> None:
     bootstrap = apache_kafka.bootstrap
     topic = f"exact-{uuid.uuid4().hex[:8]}"
     n = 10_000
@@ -85,7 +85,7 @@ async def test_single_node_exact_count(apache_kafka: KafkaCluster) -> None:  # n
     assert seen == set(range(n))
 
 
-async def test_single_node_sasl_scram(apache_kafka: KafkaCluster) -> None:  # noqa: F811
+async def test_single_node_sasl_scram(apache_kafka: KafkaCluster) -> None:
     assert apache_kafka.sasl_bootstrap
     topic = f"scram-{uuid.uuid4().hex[:8]}"
     await _create_topic(apache_kafka.bootstrap, topic, partitions=1, rf=1)
@@ -118,7 +118,7 @@ async def test_single_node_sasl_scram(apache_kafka: KafkaCluster) -> None:  # no
 
 
 async def test_three_nodes_no_acknowledged_record_lost_when_a_broker_dies(
-    apache_kafka_cluster: KafkaCluster,  # noqa: F811
+    apache_kafka_cluster: KafkaCluster,
 ) -> None:
     cluster = apache_kafka_cluster
     bootstrap = cluster.bootstrap

@@ -1,5 +1,5 @@
-"""Malformed input on the embedded broker: every bad record reaches the dead-letter topic with its
-original bytes, headers and a reason; every good one is counted; the worker stays up."""
+"""Malformed input, on the embedded broker and on Apache Kafka: every bad record reaches the dead-letter
+topic with its original bytes, headers and a reason; every good one is counted; the worker stays up."""
 
 from __future__ import annotations
 
@@ -81,20 +81,19 @@ async def _produce(bootstrap: str, names: dict[str, str], good: list[tuple[str, 
         await producer.stop()
 
 
-def test_every_bad_record_is_dead_lettered_and_every_good_one_counted(
-        embedded_broker: str, tmp_path: Path) -> None:
+def test_every_bad_record_is_dead_lettered_and_every_good_one_counted(broker: str, tmp_path: Path) -> None:
     rng = random.Random(5)
     sc = generator.scenario("steady", start_ms=START_MS, duration_ms=20 * MIN, rate_eps=20.0, seed=2, products=50)
     good = [(t, k, v) for t, k, v, _ts in generator.events(sc, 2)]
     good_by_topic = collections.Counter(t for t, _k, _v in good)
     bad = _bad_records(rng)
     sent_bad = {(topic, value) for rows in bad.values() for topic, value in rows}
-    env = isolated_env(embedded_broker, tmp_path, {"STREAMPROC_MAX_RECORD_BYTES": str(MAX_BYTES)})
+    env = isolated_env(broker, tmp_path, {"STREAMPROC_MAX_RECORD_BYTES": str(MAX_BYTES)})
     names = {t: env[f"STREAMPROC_TOPIC_{t.upper()}"] for t in ("clicks", "orders", "reviews")}
     worker = start_worker(env, tmp_path)
     try:
-        asyncio.run(_produce(embedded_broker, names, good, bad, rng))
-        dead = asyncio.run(read_topic(embedded_broker, env["STREAMPROC_TOPIC_DEAD_LETTERS"], timeout_s=120,
+        asyncio.run(_produce(broker, names, good, bad, rng))
+        dead = asyncio.run(read_topic(broker, env["STREAMPROC_TOPIC_DEAD_LETTERS"], timeout_s=120,
                                       until=lambda rs: len(rs) >= 4 * PER_KIND, idle_s=2.0))
         assert len(dead) == 4 * PER_KIND
         by_kind: collections.Counter[str] = collections.Counter()

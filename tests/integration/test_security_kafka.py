@@ -22,7 +22,7 @@ from streamproc import loadgen
 from streamproc.kafka_auth import client_kwargs
 from streamproc.settings import Settings
 from tests.kafka.apache_kafka import KafkaCluster
-from tests.kafka.conftest_plugin import SCRAM_PASSWORD, SCRAM_USER, apache_kafka  # noqa: F401
+from tests.kafka.conftest_plugin import SCRAM_PASSWORD, SCRAM_USER
 
 from .support import Worker, isolated_env, wait_for
 
@@ -76,7 +76,7 @@ async def _post(url: str, body: bytes, token: str | None) -> int:
 
 
 def test_worker_over_sasl_scram_processes_clicks_and_logs_no_secret(
-        apache_kafka: KafkaCluster, tmp_path: Path) -> None:  # noqa: F811
+        apache_kafka: KafkaCluster, tmp_path: Path) -> None:
     env = _sasl_env(apache_kafka, tmp_path, SCRAM_PASSWORD, STREAMPROC_LOG_LEVEL="debug",
                     STREAMPROC_API_TOKEN=API_TOKEN, STREAMPROC_WEBHOOK_SECRET=WEBHOOK_SECRET,
                     STREAMPROC_WEBHOOK_URLS="http://127.0.0.1:9/hook")  # webhook delivery's clients use SASL too
@@ -111,7 +111,7 @@ def test_worker_over_sasl_scram_processes_clicks_and_logs_no_secret(
 
 
 def test_worker_with_a_wrong_password_stops_with_the_auth_error(
-        apache_kafka: KafkaCluster, tmp_path: Path) -> None:  # noqa: F811
+        apache_kafka: KafkaCluster, tmp_path: Path) -> None:
     wrong = "not-the-password-6d2e"
     env = _sasl_env(apache_kafka, tmp_path, wrong)
     worker = _launch(env, tmp_path)

@@ -514,6 +514,11 @@ class KafkaCluster:
             "auto.create.topics.enable": True,
             "delete.topic.enable": True,
             "log.segment.bytes": 8 * 1024 * 1024,
+            # Tests (and benchmarks) load recorded traffic whose Kafka timestamps are its event times, months
+            # before the wall clock. With the default 7-day time retention the broker deleted every segment of
+            # such a topic - the active one too - at its first retention check (~30 s after start), and a
+            # consumer starting later found nothing to read. Test brokers keep everything (as Tansu does).
+            "log.retention.ms": -1,
             "log.retention.check.interval.ms": 60_000,
             # a killed node is fenced (and leaves every ISR) within a few seconds, not 9-30 s
             "broker.heartbeat.interval.ms": 500,

