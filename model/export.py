@@ -24,7 +24,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 def load_checkpoint(ckpt: Path):
     import torch
-
     from bert import BertEncoder, SentimentModel
 
     cfg = json.loads((ckpt / "config.json").read_text())
@@ -94,7 +93,6 @@ def main(argv=None) -> int:
             shutil.copyfile(a.ckpt / f, a.out / f)
     # quick parity check torch vs onnx fp32
     import numpy as np
-
     from common import ort_session
 
     ids = np.array([[0, 35378, 12, 6, 2, 1, 1], [0, 35378, 12, 20, 30, 40, 2]], dtype=np.int64)

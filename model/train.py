@@ -116,7 +116,6 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=13)
     a = ap.parse_args(argv)
     import torch
-
     from bert import SentimentModel, load_encoder
 
     torch.set_num_threads(2)
@@ -195,10 +194,7 @@ def main(argv=None) -> int:
             opt.step()
             running.append(float(loss.detach()))
             step += 1
-            if progress >= 1.0 or step >= total:
-                last = True
-            else:
-                last = False
+            last = progress >= 1.0 or step >= total
             if step % 50 == 0:
                 el = time.time() - t_loop
                 eval_every = max(50, min(eval_every, int(step / el * budget_s / 5)))
