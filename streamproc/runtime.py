@@ -79,6 +79,8 @@ class Runtime:
         self.in_flight: dict[int, deque[tuple[int, int]]] = {}
         """(sequence number, event time) of the order lines this worker forwarded to each of its own units
         and has not read back yet, oldest first."""
+        self.parked: dict[int, list[ProductState]] = {}
+        """Products of revoked units, until the rebalance's assignment tells whether they come back."""
         self.assigned: set[int] | None = None
         """Units (partition numbers) this worker owns in its consumer group (``assign``/``revoke``); None: a
         standalone runtime that owns every unit. The others' event-time fronts come as markers (fronts.py)."""
@@ -93,22 +95,34 @@ class Runtime:
     # -- input ---------------------------------------------------------------------------------
 
     def assign(self, logical: str, partition: int) -> None:
-        """A partition of an input stream was assigned to this worker. (Forwarded order lines do not form a
-        stream of their own: the holds bound them, see :meth:`holds`.)"""
+        """A partition of an input stream was assigned to this worker."""
         if self.assigned is not None:
             self.assigned.add(partition)
-        if logical != ORDER_ITEMS:
-            self.engine.register_stream(partition, f"{logical}/{partition}", self.clock.now_ms())
+        self.engine.register_stream(partition, f"{logical}/{partition}", self.clock.now_ms())
 
     def revoke(self, partition: int) -> None:
-        """A unit moved to another worker: forget its state (the new owner restores it from the table)."""
+        """A unit's partition was revoked (in a rebalance every partition is): set its products aside. If the
+        unit comes back to this worker they are its newest state (:meth:`reclaim`); if it moves, the new
+        owner restores it from the table."""
         if self.assigned is not None:
             self.assigned.discard(partition)
+        u = self.engine.units.get(partition)
+        if u is not None:
+            self.parked[partition] = list(u.products.values())
         self.engine.drop_unit(partition)
         self.fronts.forget(partition)
         self.in_flight.pop(partition, None)
         for tp in [tp for tp in self.processed_offsets if tp[1] == partition]:
             del self.processed_offsets[tp]
+
+    def reclaim(self, partition: int) -> bool:
+        """Put back the products set aside at the unit's revocation; False if there are none."""
+        products = self.parked.pop(partition, None)
+        if products is None:
+            return False
+        for p in products:
+            self.engine.restore(p)
+        return True
 
     def _remote(self) -> set[int]:
         """Units owned by other workers of the group."""
@@ -190,7 +204,7 @@ class Runtime:
                         await self._publish_scored(ev, sentiment)
             else:  # a forwarded order line
                 ts, item, source, seq = ev
-                err = self._admit_line(rec.partition, ts, wall)
+                err = eng.admit_order(rec.partition, stream, ts, wall)
                 if err is None:
                     err = eng.apply_item(rec.partition, ts, item, source, seq)
             self.processed_offsets[(rec.topic, rec.partition)] = rec.offset
@@ -215,17 +229,6 @@ class Runtime:
         if mine and type(n) is int:
             while pending and pending[0][0] <= n:
                 pending.popleft()
-
-    def _admit_line(self, unit: int, ts: int, wall: int) -> DecodeError | None:
-        """Whether a forwarded order line may still count: its bucket must not be final yet."""
-        spec = self.settings.window
-        if ts > wall + spec.max_future_ms:
-            return DecodeError("late", f"ts {ts} is more than {spec.max_future_ms} ms in the future")
-        u = self.engine.unit(unit)
-        if u.watermark.is_late(ts):
-            return DecodeError("late", f"ts {ts} falls in a window that is already final "
-                                       f"(watermark {u.watermark.watermark_ms})")
-        return None
 
     async def _publish_scored(self, ev: Review, s: Sentiment) -> None:
         value = orjson.dumps({"review_id": ev.review_id, "product_id": ev.product_id, "ts": ev.ts_ms, "lang": ev.lang,
