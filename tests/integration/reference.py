@@ -113,3 +113,9 @@ def assert_same_outputs(features: list[dict[str, Any]], alerts: list[dict[str, A
     want_a = collections.Counter(akey(a) for a in ref_alerts if is_product_alert(a))
     assert set(got_a) == set(want_a), (sorted(set(got_a) - set(want_a))[:5], sorted(set(want_a) - set(got_a))[:5])
     return Comparison(len(want), sum(len(c) - 1 for c in got.values()), sum(want_a.values()))
+
+
+def surges_40_products(seed: int) -> generator.Scenario:
+    """The 90-minute ``surges`` scenario over 40 products that the scale-out and broker-failure tests replay."""
+    return generator.scenario("surges", start_ms=START_MS, duration_ms=90 * MIN, rate_eps=6.0, seed=seed,
+                              products=40)

@@ -27,7 +27,7 @@ from streamproc import generator
 from streamproc.settings import Settings
 from tests.kafka.apache_kafka import KafkaCluster
 
-from .reference import DETECTOR, MIN, START_MS, assert_same_outputs, counted, offline
+from .reference import DETECTOR, assert_same_outputs, counted, offline, surges_40_products
 from .support import isolated_env, read_topic, start_worker, values, wait_for
 
 pytestmark = pytest.mark.integration
@@ -38,8 +38,7 @@ WALL_S = 30.0
 
 
 def _scenario() -> generator.Scenario:
-    return generator.scenario("surges", start_ms=START_MS, duration_ms=90 * MIN, rate_eps=6.0, seed=SEED,
-                              products=40)
+    return surges_40_products(SEED)
 
 
 async def _produce(bootstrap: str, names: dict[str, str], acked: list[int], failed: list[str]) -> None:

@@ -25,7 +25,7 @@ from streamproc import generator, loadgen
 from streamproc.broker import free_port
 from streamproc.settings import Settings
 
-from .reference import DETECTOR, MIN, START_MS, assert_same_outputs, counted, offline
+from .reference import DETECTOR, assert_same_outputs, counted, offline, surges_40_products
 from .support import Worker, isolated_env, launch_worker, read_topic, values, wait_for, wait_ready
 
 pytestmark = pytest.mark.integration
@@ -35,8 +35,7 @@ SEED = 4
 
 
 def _scenario() -> generator.Scenario:
-    return generator.scenario("surges", start_ms=START_MS, duration_ms=90 * MIN, rate_eps=6.0, seed=SEED,
-                              products=40)
+    return surges_40_products(SEED)
 
 
 @pytest.fixture(scope="module")
