@@ -16,6 +16,7 @@ from . import faust_store
 from .categories import CategoryEngine
 from .clock import Clock, SystemClock
 from .delivery_service import DeliveryService
+from .end_offsets import EndOffsets
 from .kafka_auth import broker_credentials, client_kwargs
 from .lifecycle import Notifier
 from .metrics import Metrics
@@ -31,7 +32,26 @@ __all__ = ["create_app"]
 STARTUP_HOLD_MS = 30_000
 """How long a newly assigned partition whose position is not known yet holds its unit's watermark."""
 
+FETCH_MAX_WAIT_MS = 50
+"""How long the broker may hold a fetch of partitions that have nothing new. Faust asks for 1500 ms, and the
+consumer keeps one fetch per broker in flight: while one waited on quiet partitions (reviews, order lines),
+the busy ones were not fetched either, and the worker sat idle with records waiting. The embedded broker
+also answered such a fetch only after about a third of its wait even when records had arrived meanwhile
+(forwarded order lines took ~0.5 s to come back, and every window close waited for them)."""
+
 log = logging.getLogger(__name__)
+
+
+def shorten_fetch_wait(app: faust.App, wait_ms: int = FETCH_MAX_WAIT_MS) -> bool:
+    """Set the worker consumer's fetch wait (Faust hard-codes it; the next fetch request uses the new value).
+    False, with a warning, if the pinned Faust/aiokafka no longer have the attributes it sets."""
+    try:
+        fetcher = app.consumer._thread._ensure_consumer()._fetcher  # type: ignore[attr-defined]
+        fetcher._fetch_max_wait_ms = wait_ms
+        return True
+    except AttributeError as exc:
+        log.warning("cannot shorten the consumer's fetch wait (Faust/aiokafka internals changed): %s", exc)
+        return False
 
 
 def create_app(settings: Settings, bootstrap: str, *, clock: Clock | None = None,
@@ -68,6 +88,18 @@ def create_app(settings: Settings, bootstrap: str, *, clock: Clock | None = None
         # each changelog partition on from what the store holds; the crash and rebalance tests check the result.
         recovery_consistency_check=False,
     )
+    # Table recovery reads each changelog partition to its end offset: ask for ends that are right also on
+    # the embedded broker (end_offsets.py). Hooked where Faust builds its consumer, before any rebalance.
+    end_offsets = EndOffsets(bootstrap, client_kwargs(settings))
+    new_consumer = app._new_consumer
+
+    def consumer_with_true_ends() -> Any:
+        consumer = new_consumer()
+        consumer.highwaters = end_offsets.wrap(consumer.highwaters,  # type: ignore[method-assign,assignment]
+                                               lambda tp: tp.topic.endswith("-changelog"))
+        return consumer
+
+    app._new_consumer = consumer_with_true_ends  # type: ignore[method-assign]
     metrics = Metrics()
     topics = {name: app.topic(settings.topic(name), key_type=bytes, value_type=bytes, partitions=settings.partitions)
               for name in INPUT_TOPICS}
@@ -214,7 +246,11 @@ def create_app(settings: Settings, bootstrap: str, *, clock: Clock | None = None
         except Exception as exc:  # noqa: BLE001 - consumer not ready during a rebalance
             log.debug("consumer positions unavailable: %s", exc)
             return
-        highwaters.update({tp: h for tp, h in found.items() if h is not None})
+        for tp, h in found.items():
+            # The last fetch's high watermark is right where the listed end offset may fall short (end_offsets.py).
+            fetched = app.consumer.highwater(tp)
+            if h is not None or fetched is not None:
+                highwaters[tp] = max(h or 0, fetched or 0)
         record_consumer_lag(metrics.consumer_lag, {tp: highwaters[tp] for tp in assigned_tps if tp in highwaters},
                             runtime.processed_offsets, app.consumer._committed_offset)
 
@@ -255,6 +291,7 @@ def create_app(settings: Settings, bootstrap: str, *, clock: Clock | None = None
     async def on_assigned(sender: Any, assigned: Any, **kw: Any) -> None:
         # Products set aside at a revocation are this worker's newest state only if the unit comes straight
         # back; once an assignment without it is seen, another worker may have moved it on.
+        shorten_fetch_wait(app)  # the consumer (and its fetcher) exist once partitions are assigned
         units = {tp.partition for tp in assigned if tp.topic in topic_logical}
         for unit in [u for u in runtime.parked if u not in units]:
             del runtime.parked[unit]
@@ -299,6 +336,7 @@ def create_app(settings: Settings, bootstrap: str, *, clock: Clock | None = None
             if delivery is not None:
                 await delivery.stop()
             await silence_log.stop()
+            await end_offsets.stop()
 
     app.streamproc_runtime = runtime  # type: ignore[attr-defined]
     return app, runtime

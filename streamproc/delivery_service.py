@@ -107,7 +107,9 @@ class ReceiverLoop:
             # A batch may be retried up to the deadline between two polls.
             max_poll_interval_ms=int((self.cfg.deadline_s + 2 * self.cfg.timeout_s + 60) * 1000),
             session_timeout_ms=10_000, heartbeat_interval_ms=2_000, rebalance_timeout_ms=30_000,
-            max_partition_fetch_bytes=1 << 20, **self.client_kwargs)
+            # An alert reaches its receivers within ~0.1 s of its write (the default 500 ms wait delayed it
+            # by up to that on the embedded broker, which answers late).
+            fetch_max_wait_ms=100, max_partition_fetch_bytes=1 << 20, **self.client_kwargs)
 
     async def run(self) -> None:
         """Deliver until cancelled."""

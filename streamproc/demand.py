@@ -191,7 +191,7 @@ class DemandEngine:
         p = self.index.get(product_id)
         return p is not None and seq <= p.applied.get(source, -1)
 
-    def _admit(self, unit_id: int, stream: str, ts_ms: int, wall_ms: int) -> Unit | DecodeError:
+    def _admit(self, unit_id: int, stream: str, ts_ms: int, wall_ms: int, covered: bool = False) -> Unit | DecodeError:
         u = self.unit(unit_id)
         if ts_ms > wall_ms + self.spec.max_future_ms:
             return DecodeError("late", f"ts {ts_ms} is more than {self.spec.max_future_ms} ms in the future")
@@ -200,7 +200,7 @@ class DemandEngine:
                 "late",
                 f"ts {ts_ms} falls in a window that is already final (watermark {u.watermark.watermark_ms})",
             )
-        u.watermark.observe(stream, ts_ms, wall_ms)
+        u.watermark.observe(stream, ts_ms, wall_ms, covered=covered)
         return u
 
     def _bucket(self, u: Unit, unit_id: int, product_id: str, category: str | None, ts_ms: int,
@@ -249,9 +249,11 @@ class DemandEngine:
             return None
         return c
 
-    def admit_order(self, unit_id: int, stream: str, ts_ms: int, wall_ms: int) -> DecodeError | None:
-        """Check an order's time against the unit (before its items are applied)."""
-        u = self._admit(unit_id, stream, ts_ms, wall_ms)
+    def admit_order(self, unit_id: int, stream: str, ts_ms: int, wall_ms: int, *,
+                    forwarded: bool = False) -> DecodeError | None:
+        """Check an order's time against the unit (before its items are applied). ``forwarded``: an order
+        line from another unit, whose time the holds already account for (UnitWatermark.observe)."""
+        u = self._admit(unit_id, stream, ts_ms, wall_ms, covered=forwarded)
         return u if isinstance(u, DecodeError) else None
 
     def apply_item(self, unit_id: int, ts_ms: int, item: OrderItem, source: str | None = None,

@@ -204,7 +204,7 @@ class Runtime:
                         await self._publish_scored(ev, sentiment)
             else:  # a forwarded order line
                 ts, item, source, seq = ev
-                err = eng.admit_order(rec.partition, stream, ts, wall)
+                err = eng.admit_order(rec.partition, stream, ts, wall, forwarded=True)
                 if err is None:
                     err = eng.apply_item(rec.partition, ts, item, source, seq)
             self.processed_offsets[(rec.topic, rec.partition)] = rec.offset

@@ -90,15 +90,22 @@ class UnitWatermark:
         """Announce a stream before it delivers, so it holds the watermark until it speaks or idles."""
         self.streams.setdefault(stream, StreamClock(None, wall_ms))
 
-    def observe(self, stream: str, ts_ms: int, wall_ms: int) -> None:
-        """Note that ``stream`` delivered an event with time ``ts_ms`` at wall time ``wall_ms``."""
+    def observe(self, stream: str, ts_ms: int, wall_ms: int, *, covered: bool = False) -> None:
+        """Note that ``stream`` delivered an event with time ``ts_ms`` at wall time ``wall_ms``.
+
+        ``covered``: the stream's records are already accounted for by holds (order lines forwarded between
+        units: see ``advance``'s ``hold_ms``). Its time is noted, but a delivery does not make it active:
+        it holds the watermark only while it is touched (records written before this worker owned it) or
+        just registered. As an active stream it made every close wait for a forwarded line's round trip.
+        """
         clock = self.streams.get(stream)
         if clock is None:
-            self.streams[stream] = StreamClock(ts_ms, wall_ms)
+            self.streams[stream] = StreamClock(ts_ms, wall_ms - self.spec.idle_timeout_ms if covered else wall_ms)
         else:
             if clock.max_ts_ms is None or ts_ms > clock.max_ts_ms:
                 clock.max_ts_ms = ts_ms
-            clock.last_seen_wall_ms = wall_ms
+            if not covered:
+                clock.last_seen_wall_ms = wall_ms
 
     def seed(self, ts_ms: int) -> None:
         """Remember event time reached before a restart (from restored state) as an always-idle stream:

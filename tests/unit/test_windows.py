@@ -132,6 +132,29 @@ def test_stream_max_is_the_largest_ts_not_the_latest() -> None:
     assert wm.advance(0) == 11 * S
 
 
+def test_a_covered_stream_holds_the_watermark_only_while_touched() -> None:
+    # order-items/0 carries lines whose time the holds account for: its deliveries do not make it active
+    #   clicks/0       ──────────────────────30     -> wm 28
+    #   order-items/0  ────────12 (covered)          -> ignored ...
+    #                  touched (backlog): ────12     -> wm 10, until it idles (10 s)
+    wm = UnitWatermark(SPEC)
+    wm.observe("clicks/0", 30 * S, wall_ms=20 * S)
+    wm.observe("order-items/0", 12 * S, wall_ms=20 * S, covered=True)
+    assert wm.advance(21 * S) == 28 * S
+    wm2 = UnitWatermark(SPEC)
+    wm2.observe("clicks/0", 30 * S, wall_ms=20 * S)
+    wm2.observe("order-items/0", 12 * S, wall_ms=20 * S, covered=True)
+    wm2.touch("order-items/0", 20 * S)
+    assert wm2.advance(21 * S) == 10 * S
+    assert wm2.advance(29 * S) == 10 * S  # still within the idle timeout of the touch
+    assert wm2.advance(30 * S) == 28 * S
+    # without covered, the line's delivery holds the unit like any stream
+    wm3 = UnitWatermark(SPEC)
+    wm3.observe("clicks/0", 30 * S, wall_ms=20 * S)
+    wm3.observe("order-items/0", 12 * S, wall_ms=20 * S)
+    assert wm3.advance(21 * S) == 10 * S
+
+
 def test_registered_but_silent_stream_holds_the_watermark() -> None:
     # clicks/0 at 30 -> would give 28, but orders/0 is assigned and has said nothing yet
     #   clicks/0 ──────────────────────────30
