@@ -137,17 +137,32 @@ def paced_latency(bootstrap: str, tmp: Path, target_eps: float, wall_s: float, h
         stop_process_group(receiver, 5)
 
 
-def memory(bootstrap: str, tmp: Path, stages: int = 3, per_stage: int = 4000) -> dict[str, Any]:
+def memory(bootstrap: str, tmp: Path, stages: int = 3, per_stage: int = 4000,
+           store: str = "memory://") -> dict[str, Any]:
+    """Worker RSS against products tracked, for ``store`` (``STREAMPROC_STORE``: ``memory://`` or
+    ``rocksdb://``); also the size of the worker's data dir (``STREAMPROC_DATA_DIR``: RocksDB's files)."""
     import psutil
 
-    env = worker_env(bootstrap, tmp)
+    def _du(path: Path) -> int:
+        """Bytes of the regular files under ``path`` (0 if it does not exist)."""
+        total = 0
+        for p in path.rglob("*") if path.exists() else ():
+            try:
+                if p.is_file() and not p.is_symlink():
+                    total += p.stat().st_size
+            except OSError:  # RocksDB removes files while it compacts
+                continue
+        return total
+
+    env = worker_env(bootstrap, tmp, extra={"STREAMPROC_STORE": store})
+    data_dir = Path(env["STREAMPROC_DATA_DIR"])
     w = WorkerProc(env, tmp)
     samples = []
     try:
         w.wait_ready()
         proc = psutil.Process(w.proc.pid)
         time.sleep(2)
-        samples.append({"products": 0, "rss_mib": proc.memory_info().rss / 2**20})
+        samples.append({"products": 0, "rss_mib": proc.memory_info().rss / 2**20, "disk_bytes": _du(data_dir)})
         t0 = (int(time.time() * 1000) // MIN + 1) * MIN
         sent = 0
         for k in range(1, stages + 1):
@@ -169,14 +184,25 @@ def memory(bootstrap: str, tmp: Path, stages: int = 3, per_stage: int = 4000) ->
             count_until(w.url, sent, 120)
             time.sleep(1.5)  # a tick or two: the gauge and the table writes
             products = metric_sum(w.get("/metrics"), ("streamproc_products_tracked",))
-            samples.append({"products": products, "rss_mib": proc.memory_info().rss / 2**20, "events": sent})
+            samples.append({"products": products, "rss_mib": proc.memory_info().rss / 2**20, "events": sent,
+                            "disk_bytes": _du(data_dir)})
     finally:
         w.stop()
+    disk_after_stop = _du(data_dir)  # RocksDB flushes its memtables on close: the state's size in SST files
     xs = [s["products"] for s in samples[1:]]
-    ys = [s["rss_mib"] * 2**20 for s in samples[1:]]
-    slope = None
-    if len(xs) >= 2 and max(xs) > min(xs):
+
+    def slope_of(ys: list[float]) -> float | None:
+        if len(xs) < 2 or max(xs) <= min(xs):
+            return None
         mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
-        slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sum((x - mx) ** 2 for x in xs)
-    return {"samples": samples, "bytes_per_product": slope,
-            "method": "least-squares slope of worker RSS over products tracked, stages of 4,000 new products"}
+        return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sum((x - mx) ** 2 for x in xs)
+
+    return {"store": store, "samples": samples,
+            "bytes_per_product": slope_of([s["rss_mib"] * 2**20 for s in samples[1:]]),
+            "disk_bytes_per_product": slope_of([float(s["disk_bytes"]) for s in samples[1:]]),
+            "disk_bytes_end": samples[-1]["disk_bytes"], "disk_bytes_after_stop": disk_after_stop,
+            "disk_bytes_per_product_after_stop": disk_after_stop / xs[-1] if xs and xs[-1] else None,
+            "method": (f"least-squares slope of worker RSS over products tracked, stages of {per_stage:,} new "
+                       "products; disk = bytes of the files under the worker's STREAMPROC_DATA_DIR while it runs "
+                       "(RocksDB: mostly write-ahead log) and after it stopped")}
+

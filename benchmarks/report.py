@@ -75,6 +75,12 @@ ROWS: list[tuple[str, str, str | None]] = [
     ("naive_faust_events_per_s", "events/s", "raw_consume_events_per_s"),
     ("quix_events_per_s", "events/s", "raw_consume_events_per_s"),
     ("demand_events_per_s", "events/s", "raw_consume_events_per_s"),
+    ("demand_events_per_s_products_1000", "events/s", None),
+    ("demand_events_per_s_products_100000", "events/s", "demand_events_per_s_products_1000"),
+    ("demand_events_per_s_products_1000000", "events/s", "demand_events_per_s_products_1000"),
+    ("demand_events_per_s_partitions_1", "events/s", "demand_events_per_s_partitions_4"),
+    ("demand_events_per_s_partitions_4", "events/s", None),
+    ("demand_events_per_s_partitions_8", "events/s", "demand_events_per_s_partitions_4"),
     ("demand_vs_naive_faust", "ratio", None),
     ("demand_vs_quix", "ratio", None),
     ("engine_offline_events_per_s", "events/s", "raw_consume_events_per_s"),
@@ -92,11 +98,21 @@ ROWS: list[tuple[str, str, str | None]] = [
     ("features_http_p50_ms_100", "ms", None),
     ("features_http_p99_ms_100", "ms", None),
     ("bytes_per_product", "bytes", None),
+    ("bytes_per_product_rocksdb", "bytes", "bytes_per_product"),
+    ("rocksdb_disk_bytes_per_product", "bytes", None),
+    ("loadgen_target_events_per_s", "events/s", None),
+    ("loadgen_achieved_events_per_s", "events/s", "loadgen_target_events_per_s"),
+    ("loadgen_producer_errors", "records", None),
     ("synthetic_precision", "", None),
     ("synthetic_recall", "", None),
     ("synthetic_f1", "", None),
     ("nab_public_standard", "NAB score", None),
 ]
+
+
+FULL_ONLY = {k for k, _, _ in ROWS if k.startswith(("demand_events_per_s_", "loadgen_"))} | {
+    "bytes_per_product_rocksdb", "rocksdb_disk_bytes_per_product"}
+"""Rows of the full run only: left out of the table when the results do not have the key (--quick, older runs)."""
 
 
 def _fmt(v: Any) -> str:
@@ -123,6 +139,8 @@ def markdown(latest: dict[str, Any], baseline: dict[str, Any] | None) -> str:
              "'vs' column: the number divided by the reference named there.", "",
              "| metric | value | unit | vs | baseline | this/baseline |", "| --- | ---: | --- | --- | ---: | ---: |"]
     for key, unit, ref in ROWS:
+        if key in FULL_ONLY and key not in latest:
+            continue
         v = latest.get(key)
         rel = ""
         if ref and v is not None and latest.get(ref):
@@ -165,6 +183,8 @@ def markdown(latest: dict[str, Any], baseline: dict[str, Any] | None) -> str:
                   + (f"; worker end to end / raw: {sent['worker_vs_raw']:.2f} (one run of "
                      f"{sent['worker']['seconds']:.1f} s, counted from /metrics every 0.25 s)"
                      if sent.get("worker_vs_raw") else "") + "."]
+    lines += _curve_md(latest.get("curve") or {})
+    lines += _memory_md(latest.get("memory") or {}, latest.get("memory_rocksdb") or {})
     if latest.get("apache_kafka"):
         ak = latest["apache_kafka"]
         lines += ["", "On Apache Kafka (single KRaft node, same records):", "",
@@ -174,6 +194,48 @@ def markdown(latest: dict[str, Any], baseline: dict[str, Any] | None) -> str:
     if latest.get("notes"):
         lines += ["", "Notes:", ""] + [f"- `{k}`: {v}" for k, v in latest["notes"].items()]
     return "\n".join(lines) + "\n"
+
+
+def _curve_md(cur: dict[str, Any]) -> list[str]:
+    pts = cur.get("points") or []
+    if not pts:
+        return []
+    ref = next((p.get("eps") for p in pts if p["products"] == 1_000 and p["partitions"] == 4), None)
+    out = ["", f"Demand path against products and partitions (the worker on fresh topics per point, "
+           f"~{cur['events']:,} records each, product popularity {cur.get('popularity', 'Zipf')}; "
+           "'vs' = / the 1,000-product, 4-partition point):", "",
+           "| products | partitions | records | distinct products | seen once | events/s | vs | worker RSS at end MiB "
+           "| complete |", "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+    for p in pts:
+        if p.get("error"):
+            out.append(f"| {p['products']:,} | {p['partitions']} | | | | failed | | | {p['error'][:80]} |")
+            continue
+        vs = f"{p['eps'] / ref:.2f}" if p.get("eps") and ref else "—"
+        done = "yes" if p.get("complete") else f"no ({p.get('counted')} counted)"
+        out.append(f"| {p['products']:,} | {p['partitions']} | {p['records']:,} | {p['distinct_products']:,} | "
+                   f"{p['products_seen_once']:,} | {_fmt(p.get('eps'))} | {vs} | {_fmt(p.get('rss_mib_end'))} | "
+                   f"{done} |")
+    return out
+
+
+def _memory_md(mem: dict[str, Any], rocks: dict[str, Any]) -> list[str]:
+    if not mem and not rocks:
+        return []
+    out = ["", "Worker memory by store (stages of new products; RSS slope over products tracked):", "",
+           "| store | bytes/product (RSS) | RSS at the end MiB | products | data dir while running MiB | "
+           "data dir after stop MiB |", "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    for m in (mem, rocks):
+        if not m or not m.get("samples"):
+            continue
+        last = m["samples"][-1]
+        out.append(f"| {m.get('store', 'memory://')} | {_fmt(m.get('bytes_per_product'))} | {_fmt(last['rss_mib'])} | "
+                   f"{_fmt(last['products'])} | {_fmt(_mib(m.get('disk_bytes_end')))} | "
+                   f"{_fmt(_mib(m.get('disk_bytes_after_stop')))} |")
+    return out
+
+
+def _mib(v: Any) -> float | None:
+    return v / 2**20 if isinstance(v, int | float) else None
 
 
 # --- plots -------------------------------------------------------------------------------------------
@@ -204,14 +266,40 @@ def plots(latest: dict[str, Any], out_dir: Path) -> list[str]:
     mem = (latest.get("memory") or {}).get("samples")
     if mem:
         fig, ax = plt.subplots(figsize=(6, 3.5))
-        ax.plot([s["products"] for s in mem], [s["rss_mib"] for s in mem], "o-")
+        ax.plot([s["products"] for s in mem], [s["rss_mib"] for s in mem], "o-",
+                label=f"memory:// {latest.get('bytes_per_product') or 0:,.0f} B/product")
+        rocks = (latest.get("memory_rocksdb") or {}).get("samples")
+        if rocks:
+            ax.plot([s["products"] for s in rocks], [s["rss_mib"] for s in rocks], "s--",
+                    label=f"rocksdb:// {latest.get('bytes_per_product_rocksdb') or 0:,.0f} B/product")
+        ax.legend(fontsize=8)
         ax.set_xlabel("products tracked")
         ax.set_ylabel("worker RSS (MiB)")
-        ax.set_title(f"Memory: {latest.get('bytes_per_product') or 0:,.0f} bytes/product")
+        ax.set_title("Worker memory by store")
         fig.tight_layout()
         fig.savefig(out_dir / "memory.png", dpi=110)
         plt.close(fig)
         made.append("memory.png")
+    pts = [p for p in (latest.get("curve") or {}).get("points") or [] if p.get("eps")]
+    if pts:
+        fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.5))
+        top = 1.15 * max(p["eps"] for p in pts)
+        for ax, xs, key, title in ((a1, [p for p in pts if p["partitions"] == 4], "products", "4 partitions"),
+                                   (a2, [p for p in pts if p["products"] == 1_000], "partitions", "1,000 products")):
+            xs = sorted(xs, key=lambda p: p[key])
+            ax.plot([p[key] for p in xs], [p["eps"] for p in xs], "o-")
+            for p in xs:
+                ax.annotate(f"{p['eps']:,.0f}", (p[key], p["eps"]), textcoords="offset points", xytext=(0, 6),
+                            ha="center", fontsize=8)
+            ax.set_xscale("log" if key == "products" else "linear")
+            ax.set_xlabel(f"{key} ({title})")
+            ax.set_ylim(0, top)
+        a1.set_ylabel("demand events/s")
+        fig.suptitle("streamproc worker: demand path against products and partitions")
+        fig.tight_layout()
+        fig.savefig(out_dir / "throughput_curve.png", dpi=110)
+        plt.close(fig)
+        made.append("throughput_curve.png")
     lat = latest.get("latency") or {}
     series = [(k, lat.get(k)) for k in ("alert_latencies_s", "feature_latencies_s") if lat.get(k)]
     if series:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import subprocess
 import sys
@@ -45,27 +46,44 @@ class Preloaded:
     params: dict[str, Any] = field(default_factory=dict)
 
 
-def bench_events(n: int, seed: int = 1) -> list[tuple[str, bytes, bytes, int]]:
-    """About ``n`` clicks and orders of the ``steady`` scenario (1,000 products), in event-time order."""
+def bench_events(n: int, seed: int = 1, products: int = 1000,
+                 uniform: bool = False) -> list[tuple[str, bytes, bytes, int]]:
+    """About ``n`` clicks and orders of the ``steady`` scenario (``products`` products), in event-time order.
+
+    ``uniform``: every product equally popular (the generator's Zipf exponent set to 0) instead of the
+    generator's Zipf(1.1), under which 60k records of a 1M-product catalogue touch only ~15k products."""
     rate = 100.0
     duration_ms = int(n / rate * 1000 * 1.03)
-    sc = generator.scenario("steady", start_ms=EVENTS_START_MS, duration_ms=duration_ms, rate_eps=rate, seed=seed)
+    sc = generator.scenario("steady", start_ms=EVENTS_START_MS, duration_ms=duration_ms, rate_eps=rate, seed=seed,
+                            products=products)
+    if uniform:
+        sc = dataclasses.replace(sc, zipf_s=0.0)
     out = [e for e in generator.events(sc, seed) if e[0] != "reviews"]
     return out[:n]
 
 
-def preload(bootstrap: str, n: int, tag: str) -> Preloaded:
-    items = bench_events(n)
+def preload(bootstrap: str, n: int, tag: str, products: int = 1000, partitions: int = 4,
+            uniform: bool = False) -> Preloaded:
+    items = bench_events(n, products=products, uniform=uniform)
     names = {"clicks": f"{tag}-clicks", "orders": f"{tag}-orders"}
-    asyncio.run(create_topics(bootstrap, [(names["clicks"], 4, {}), (names["orders"], 4, {})]))
+    asyncio.run(create_topics(bootstrap, [(names["clicks"], partitions, {}), (names["orders"], partitions, {})]))
     rep = asyncio.run(loadgen.produce(bootstrap, items, speed=None, progress=False, topic_names=names))
     if rep.errors:
         raise RuntimeError(f"{rep.errors} records not acknowledged while pre-loading")
+    params: dict[str, Any] = {"scenario": "steady", "rate_eps": 100.0, "products": products, "seed": 1,
+                              "clicks": sum(1 for e in items if e[0] == "clicks"),
+                              "orders": sum(1 for e in items if e[0] == "orders"), "partitions": partitions}
+    if uniform:
+        params["popularity"] = "uniform"
+    seen: dict[str, int] = {}  # products named by the records: clicks' and every order line's
+    for t, _k, v, _ts in items:
+        d = orjson.loads(v)
+        for pid in ([d["product_id"]] if t == "clicks" else [i["product_id"] for i in d["items"]]):
+            seen[pid] = seen.get(pid, 0) + 1
+    params["distinct_products"] = len(seen)
+    params["products_seen_once"] = sum(1 for c in seen.values() if c == 1)
     return Preloaded(bootstrap, names["clicks"], names["orders"], len(items),
-                     sum(len(v) for _t, _k, v, _ts in items) / len(items), rep.rate_eps,
-                     {"scenario": "steady", "rate_eps": 100.0, "products": 1000, "seed": 1,
-                      "clicks": sum(1 for e in items if e[0] == "clicks"),
-                      "orders": sum(1 for e in items if e[0] == "orders"), "partitions": 4})
+                     sum(len(v) for _t, _k, v, _ts in items) / len(items), rep.rate_eps, params)
 
 
 # --- (a) bare consumer -----------------------------------------------------------------------------
@@ -238,8 +256,8 @@ class WorkerProc:
             time.sleep(0.2)
         raise RuntimeError(f"worker not ready in {timeout_s}s: {self.log.read_text()[-2000:]}")
 
-    def stop(self) -> None:
-        stop_process_group(self.proc)
+    def stop(self, deadline_s: float = 15.0) -> None:
+        stop_process_group(self.proc, deadline_s)
 
 
 def count_until(url: str, total: int, max_s: float, interval_s: float = 0.25,
@@ -263,11 +281,15 @@ def count_until(url: str, total: int, max_s: float, interval_s: float = 0.25,
 
 
 def streamproc_worker(pre: Preloaded, tmp: Path, max_s: float, profile_to: Path | None = None,
-                      profile_s: float = 20.0) -> dict[str, Any]:
-    """(c) the real worker on the pre-loaded topics, counted from its /metrics."""
-    env = worker_env(pre.bootstrap, tmp, {"clicks": pre.clicks, "orders": pre.orders})
+                      profile_s: float = 20.0, stop_s: float = 15.0) -> dict[str, Any]:
+    """(c) the real worker on the pre-loaded topics, counted from its /metrics. ``stop_s``: SIGKILL the
+    worker if it has not exited that long after SIGTERM."""
+    partitions = int(pre.params.get("partitions", 4))
+    env = worker_env(pre.bootstrap, tmp, {"clicks": pre.clicks, "orders": pre.orders},
+                     {"STREAMPROC_PARTITIONS": str(partitions)} if partitions != 4 else None)
     w = WorkerProc(env, tmp)
     spy = None
+    out: dict[str, Any] = {}
     try:
         ready_s = w.wait_ready()
         if profile_to is not None:
@@ -275,10 +297,16 @@ def streamproc_worker(pre: Preloaded, tmp: Path, max_s: float, profile_to: Path 
                                     "--duration", str(int(profile_s)), "--rate", "100", "--nonblocking",
                                     "--format", "raw", "-o", str(profile_to)],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        samples = count_until(w.url, pre.events, max_s)
-        out = _rate(samples, pre.events)
-        metrics = w.get("/metrics")
+        last: list[str] = [""]
+        samples = count_until(w.url, pre.events, max_s, on_sample=lambda text: last.__setitem__(0, text))
+        out.update(_rate(samples, pre.events))
+        try:
+            metrics = w.get("/metrics")
+        except Exception:  # noqa: BLE001 - a worker busy closing windows can miss the 5 s timeout
+            metrics = last[0]
         out["dead_letters"] = metric_sum(metrics, ("streamproc_dead_letters_total{",))
+        out["products_tracked"] = metric_sum(metrics, ("streamproc_products_tracked",))
+        out["rss_mib_end"] = _rss_mib(w.proc.pid)
         out["startup_s"] = ready_s
         if spy is not None:
             try:
@@ -292,4 +320,58 @@ def streamproc_worker(pre: Preloaded, tmp: Path, max_s: float, profile_to: Path 
     finally:
         if spy is not None and spy.poll() is None:
             spy.kill()
-        w.stop()
+        t_stop = time.monotonic()
+        w.stop(stop_s)
+        out["stop_s"] = round(time.monotonic() - t_stop, 1)
+
+
+def _rss_mib(pid: int) -> float | None:
+    try:
+        import psutil
+
+        return float(psutil.Process(pid).memory_info().rss / 2**20)
+    except Exception:  # noqa: BLE001 - a nicety
+        return None
+
+
+# --- (c) against the number of products and of partitions --------------------------------------------
+
+CURVE_PRODUCTS = (1_000, 100_000, 1_000_000)
+CURVE_PARTITIONS = (1, 4, 8)
+
+
+def curve(bootstrap: str, tmp: Path, events: int = 60_000, products: tuple[int, ...] = CURVE_PRODUCTS,
+          partitions: tuple[int, ...] = CURVE_PARTITIONS, max_s: float = 18.0) -> dict[str, Any]:
+    """(c) on fresh topics per point: ``events`` records with ids drawn uniformly from ``products`` products
+    (4 partitions), and from 1,000 products on ``partitions`` partitions (the 1,000 / 4 point is shared).
+
+    Each point: pre-load, start a worker, count from /metrics (for at most ``max_s`` s from the moment the
+    worker is ready; a poll the busy worker answers late can stretch that by a few seconds), stop it. Also kept per point: distinct products in the records (and how many appear once), the
+    worker's ``streamproc_products_tracked`` and RSS at the end."""
+    points = [(p, 4) for p in products]
+    points += [(1_000, n) for n in partitions if (1_000, n) not in points]
+    out: dict[str, Any] = {"events": events, "popularity": "uniform", "max_s": max_s, "points": []}
+    for n_products, n_partitions in points:
+        t = time.monotonic()
+        try:
+            pre = preload(bootstrap, events, f"curve{n_products}x{n_partitions}-{uuid.uuid4().hex[:6]}",
+                          products=n_products, partitions=n_partitions, uniform=True)
+            w = streamproc_worker(pre, tmp, max_s, stop_s=1.0)  # its state is thrown away: no clean stop needed
+        except Exception as exc:  # noqa: BLE001 - one failed point must not lose the others
+            out["points"].append({"products": n_products, "partitions": n_partitions, "eps": None,
+                                  "error": f"{type(exc).__name__}: {str(exc)[:300]}",
+                                  "point_s": round(time.monotonic() - t, 1)})
+            continue
+        out["points"].append({
+            "products": n_products, "partitions": n_partitions, "records": pre.events,
+            "distinct_products": pre.params["distinct_products"], "products_seen_once": pre.params["products_seen_once"],
+            "eps": w.get("eps"), "complete": w.get("complete"), "counted": w.get("counted"),
+            "seconds": w.get("seconds"), "startup_s": w.get("startup_s"), "dead_letters": w.get("dead_letters"),
+            "products_tracked": w.get("products_tracked"), "rss_mib_end": w.get("rss_mib_end"),
+            "stop_s": w.get("stop_s"),
+            "point_s": round(time.monotonic() - t, 1),
+        })
+        print(f"[bench]   curve {n_products} products / {n_partitions} partitions: "
+              f"{w.get('eps') or 0:,.0f} events/s ({out['points'][-1]['point_s']} s)", flush=True)
+    return out
+

@@ -162,12 +162,16 @@ async def _paced(items: Iterable[Item], speed: float | None, start_wall: float |
         return
     if speed <= 0:
         raise ValueError(f"speed must be positive, got {speed}")
-    lag_s = 0.0 if start_wall is None else clock.now_ms() / 1000.0 - start_wall
-    mono_start = clock.monotonic() - lag_s
     step_ms = max(1, int(_PACE_STEP_WALL_S * 1000 * speed))
     first_ts: int | None = None
+    mono_start: float | None = None
     next_check = -1
     for i, item in enumerate(items):
+        if mono_start is None:
+            # Anchored once the first item exists: a source that is slow to start (the generator simulates
+            # minutes of traffic before its first event) must not make the whole run start late and backfill.
+            lag_s = 0.0 if start_wall is None else clock.now_ms() / 1000.0 - start_wall
+            mono_start = clock.monotonic() - lag_s
         ts = item[3]
         if ts is not None and ts >= next_check:
             first_ts = ts if first_ts is None else first_ts
@@ -192,6 +196,8 @@ async def _run(bootstrap: str, items: Iterable[Item], *, speed: float | None, st
     try:
         with tqdm(total=total, unit="ev", unit_scale=True, desc=desc, disable=not progress, smoothing=0.1) as bar:
             async for topic, key, value, ts in _paced(items, speed, start_wall, clock, sender):
+                if count == 0:
+                    began = clock.monotonic()  # from the first record (not the source's start-up)
                 await sender.add(topic, key, value, ts)
                 count += 1
                 if count & 1023 == 0:
