@@ -338,9 +338,8 @@ def _loadgen_results(run: Run, lg: dict[str, Any]) -> None:
         f"`{lg['command']}` (one process, scenario {lg['scenario']}, paced at 1x event time) against the embedded "
         f"broker: {lg['events']:,} records in {lg['seconds']:.1f} s from the first record to the last "
         f"acknowledgement, as the CLI reports it. {lg['before_first_record_s']:.1f} s before the first record: "
-        "start-up and the generator's 5-minute pre-roll of simulated sessions (at 50k events/s ~15M simulated rows, "
-        "most of the time in traffic.Simulation.chunks re-copying its carry-over buffer each 1-s chunk); the "
-        "pacing starts at the first record")
+        "start-up and the generator's 5-minute pre-roll of simulated sessions (at 50k events/s ~15M simulated rows); "
+        "the pacing starts at the first record")
 
 
 def _apache_run(run: Run, tmp: Path, events: int) -> None:

@@ -242,15 +242,14 @@ class Simulation:
         t = (sc.start_ms - PRE_ROLL_MS) // step * step
         while t < end:
             fresh = self._chunk(t, step)
-            late = fresh[ROW_TS] >= end
-            self._forget_orders(fresh[:, late])
-            rows = np.concatenate([carry, fresh[:, ~late]], axis=1)
+            # Events outside the scenario are never emitted: dropped here, the pre-roll's own events do not
+            # ride along in the carry (at 50k events/s it held millions of rows, copied at every step).
+            outside = (fresh[ROW_TS] >= end) | (fresh[ROW_TS] < sc.start_ms)
+            self._forget_orders(fresh[:, outside])
+            rows = np.concatenate([carry, fresh[:, ~outside]], axis=1)
             due = rows[ROW_TS] < t + step
             carry = rows[:, ~due]
             out = rows[:, due]
-            early = out[ROW_TS] < sc.start_ms
-            self._forget_orders(out[:, early])
-            out = out[:, ~early]
             if out.shape[1]:
                 yield out[:, np.argsort(out[ROW_TS], kind="stable")]
             t += step
