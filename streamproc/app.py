@@ -296,7 +296,9 @@ def create_app(settings: Settings, bootstrap: str, *, clock: Clock | None = None
         unfetched = {tp: h for tp, h in found.items() if h and app.consumer.highwater(tp) is None}
         if unfetched:
             try:
-                found = {**found, **await end_offsets.correct(unfetched)}
+                fixed: dict[Any, Any] = dict(found)
+                fixed.update(await end_offsets.correct(unfetched))
+                found = fixed
             except Exception as exc:  # noqa: BLE001 - the next refresh tries again
                 log.debug("end offsets not corrected: %s", exc)
         for tp, h in found.items():
@@ -335,10 +337,23 @@ def create_app(settings: Settings, bootstrap: str, *, clock: Clock | None = None
                 runtime.restore(snap)
                 n += 1
         runtime.notifier.restore(runtime.engine.firing(), runtime.clock.now_ms())
+        # The assigned streams hold their units before the first tick: Faust may finish recovery before it
+        # signals the assignment, and a unit rebuilt with only its restored products would move its
+        # watermark to their newest event (clicks run ahead of orders) and make the next orders late.
+        register_assigned(app.consumer.assignment())
         restored.set()
         state["recovered"] = True
         runtime.ready = True
         log.info("restored %d products from the table; kept units %s", n, sorted(kept))
+
+    def register_assigned(tps: Any) -> None:
+        """Register the input streams of newly assigned partitions (idempotent: at recovery and at the signal)."""
+        for tp in tps:
+            logical = topic_logical.get(tp.topic)
+            if logical is not None and tp not in assigned_tps:
+                runtime.assign(logical, tp.partition)
+                assigned_tps.add(tp)
+                assigned_at[tp] = runtime.clock.now_ms()
 
     @app.on_partitions_assigned.connect  # type: ignore[misc]
     async def on_assigned(sender: Any, assigned: Any, **kw: Any) -> None:
@@ -348,12 +363,7 @@ def create_app(settings: Settings, bootstrap: str, *, clock: Clock | None = None
         units = {tp.partition for tp in assigned if tp.topic in topic_logical}
         for unit in [u for u in runtime.parked if u not in units]:
             del runtime.parked[unit]
-        for tp in assigned:
-            logical = topic_logical.get(tp.topic)
-            if logical is not None:
-                runtime.assign(logical, tp.partition)
-                assigned_tps.add(tp)
-                assigned_at[tp] = runtime.clock.now_ms()
+        register_assigned(assigned)
         state["assigned"] = True
 
     @app.on_partitions_revoked.connect  # type: ignore[misc]
