@@ -190,6 +190,15 @@ def create_app(settings: Settings, bootstrap: str, *, clock: Clock | None = None
         unacked.clear()
         persisted_at[0] = time.monotonic()
 
+    async def close_and_store() -> None:
+        """After a batch (agents) or on the timer, under the lock: close what became final, publish it, and
+        store the changed products at most every PERSIST_INTERVAL_S (under load a batch rewrote most
+        products' snapshots, every batch)."""
+        touch_backlogged()
+        await runtime.tick()
+        if time.monotonic() - persisted_at[0] >= PERSIST_INTERVAL_S:
+            await persist()
+
     def hold_acks(events: list[Any]) -> None:
         """Keep Faust from acknowledging a batch's events when the batch ends (take_events does): ``persist``
         does, once their state is stored."""
@@ -221,12 +230,7 @@ def create_app(settings: Settings, bootstrap: str, *, clock: Clock | None = None
                         with metrics.batch_seconds.labels(logical).time():
                             await runtime.on_records(logical, recs, scored)
                             hold_acks(events)
-                            touch_backlogged()
-                            await runtime.tick()
-                            # A product's state is stored at most every PERSIST_INTERVAL_S (and by the
-                            # ticker): under load a batch rewrote most products' snapshots, every batch.
-                            if time.monotonic() - persisted_at[0] >= PERSIST_INTERVAL_S:
-                                await persist()
+                            await close_and_store()
                     break
 
         agent.__name__ = f"{logical.replace('-', '_')}_agent"
@@ -314,10 +318,7 @@ def create_app(settings: Settings, bootstrap: str, *, clock: Clock | None = None
         async with step_lock:
             if not restored.is_set():
                 return  # a rebalance is rebuilding the units
-            touch_backlogged()
-            await runtime.tick()
-            if time.monotonic() - persisted_at[0] >= PERSIST_INTERVAL_S:
-                await persist()
+            await close_and_store()
 
     @products.on_recover  # type: ignore[misc]
     async def recovered() -> None:
