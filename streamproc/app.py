@@ -373,6 +373,8 @@ def create_app(settings: Settings, bootstrap: str, *, clock: Clock | None = None
         # change once it is dropped, nor a dropped unit come back from a late batch (see ``moved``).
         async with step_lock:
             await persist()  # the state of the events read so far, and their acknowledgement, before it moves
+            # Revoked before the recovery of the assignment finished: the units hold no state of their own.
+            recovered_units = restored.is_set()
             restored.clear()
             # The table's changelog records of the last batches go out now, before the partitions' next
             # owner (or this worker again) reads the changelog back.
@@ -382,7 +384,7 @@ def create_app(settings: Settings, bootstrap: str, *, clock: Clock | None = None
                 highwaters.pop(tp, None)
                 assigned_high.pop(tp, None)
             for unit in {tp.partition for tp in revoked if tp.topic in topic_logical}:
-                runtime.revoke(unit)
+                runtime.revoke(unit, recovered=recovered_units)
 
     @app.task
     async def serve_web() -> None:

@@ -100,14 +100,18 @@ class Runtime:
             self.assigned.add(partition)
         self.engine.register_stream(partition, f"{logical}/{partition}", self.clock.now_ms())
 
-    def revoke(self, partition: int) -> None:
+    def revoke(self, partition: int, *, recovered: bool = True) -> None:
         """A unit's partition was revoked (in a rebalance every partition is): set its products aside. If the
         unit comes back to this worker they are its newest state (:meth:`reclaim`); if it moves, the new
-        owner restores it from the table."""
+        owner restores it from the table.
+
+        ``recovered=False``: the revocation came before the assignment's recovery finished, so the unit is
+        only its registered streams, without products: what was set aside before stays (an empty unit set
+        aside over it made the next recovery keep the unit empty, and its products start over)."""
         if self.assigned is not None:
             self.assigned.discard(partition)
         u = self.engine.units.get(partition)
-        if u is not None:
+        if u is not None and recovered:
             self.parked[partition] = list(u.products.values())
         self.engine.drop_unit(partition)
         self.fronts.forget(partition)
