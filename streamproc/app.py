@@ -200,18 +200,25 @@ def create_app(settings: Settings, bootstrap: str, *, clock: Clock | None = None
             await persist()
 
     def hold_acks(events: list[Any]) -> None:
-        """Keep Faust from acknowledging a batch's events when the batch ends (take_events does): ``persist``
-        does, once their state is stored."""
+        """Keep Faust from acknowledging a batch's events when the batch ends: ``persist`` does, once their
+        state is stored (see ``counted``). Called as the batch arrives, before anything is awaited: take_events
+        also acknowledges a batch the agent was stopped in the middle of (at shutdown, in its ``finally``),
+        and events never counted were committed — and, since Faust then commits past the oldest unacknowledged
+        offset (it reads the committed offset as the last one processed), one counted but not yet stored too."""
         for event in events:
             if not event.message.acked:
                 event.message.incref()
-                unacked.append(event)
+
+    def counted(events: list[Any]) -> None:
+        """The batch's events are counted in state: acknowledged by the next ``persist``."""
+        unacked.extend(event for event in events if not event.message.acked)
 
     def make_agent(logical: str) -> None:
         async def agent(stream: Any) -> None:
             reviews = logical == "reviews"  # scored in batches of their own size and wait, see below
             async for events in stream.take_events(settings.sentiment_batch if reviews else settings.batch_size,
                                                     within=settings.sentiment_wait_ms / 1000 if reviews else 0.05):
+                hold_acks(events)
                 recs = [Record(e.message.topic, e.message.partition, e.message.offset, e.message.key,
                                e.message.value, list(e.message.headers or [])) for e in events]
                 # Sentiment first, in a thread and outside the lock: the other agents go on meanwhile.
@@ -229,7 +236,7 @@ def create_app(settings: Settings, bootstrap: str, *, clock: Clock | None = None
                             scored = [scored[i] for i in keep] if scored is not None else None
                         with metrics.batch_seconds.labels(logical).time():
                             await runtime.on_records(logical, recs, scored)
-                            hold_acks(events)
+                            counted(events)
                             await close_and_store()
                     break
 
