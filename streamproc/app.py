@@ -12,6 +12,7 @@ from typing import Any
 
 import faust
 from aiohttp import web as aioweb
+from mode.utils.queues import ThrowableQueue
 
 from . import faust_store
 from .categories import CategoryEngine
@@ -60,8 +61,53 @@ class InputTopic(faust.Topic):  # type: ignore[misc]
     def queue(self) -> Any:
         if self._queue is None:
             maxsize = self.maxsize if self.maxsize is not None else self.app.conf.stream_buffer_maxsize
-            self._queue = self.app.FlowControlQueue(maxsize=maxsize, clear_on_resume=False)
+            self._queue = HeldQueue(self.app, maxsize=maxsize, flow_control=self.app.flow_control,
+                                    clear_on_resume=False)
         return self._queue
+
+
+class HeldQueue(ThrowableQueue):  # type: ignore[misc]
+    """An input topic's buffer that hands out no record while the flow is suspended (a rebalance), and
+    stamps each record it hands out with the consumer generation of that moment.
+
+    Faust's stream *skips and acknowledges* a record it takes from its buffer while the flow is suspended
+    or whose generation is not the current one (records fetched around a rebalance): acknowledged, such a
+    record was committed over and never counted (seen: a partition's new owner started one record after
+    the committed offset). Here the stream sees an empty buffer until the flow resumes, and then gets the
+    kept records as current; whether one is still this worker's to count is decided when it is processed
+    (``moved`` in ``create_app``; a record counted before is recognised by the per-product offsets)."""
+
+    def __init__(self, app: faust.App, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._app = app
+        self._getting = False
+
+    def _current(self, event: Any) -> Any:
+        message = getattr(event, "message", None)
+        if message is not None:
+            message.generation_id = self._app.consumer_generation_id
+        return event
+
+    def empty(self) -> bool:
+        # The stream takes a record with get_nowait when the buffer is not empty, else awaits get. Inside
+        # get, asyncio's own wait loop must see the real state (else a suspension while it waits would
+        # leave it waiting for a new record with records already there).
+        return super().empty() or (not self._getting and not self._flow_control.is_active())
+
+    def get_nowait(self) -> Any:
+        return self._current(super().get_nowait())
+
+    async def get(self) -> Any:
+        while True:
+            await self._flow_control.acquire()
+            self._getting = True
+            try:
+                event = await super().get()
+            finally:
+                self._getting = False
+            if self._flow_control.is_active():
+                return self._current(event)
+            self._queue.appendleft(event)  # suspended while it waited: back in front, for after the resume
 
 
 def shorten_fetch_wait(app: faust.App, wait_ms: int = FETCH_MAX_WAIT_MS) -> bool:

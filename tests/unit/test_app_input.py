@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
 from typing import Any
 
 import faust
@@ -46,3 +47,31 @@ def test_a_plain_faust_topic_buffer_is_emptied_by_a_flow_resume() -> None:
         return int(channel.queue.qsize())
 
     assert asyncio.run(check()) == 0
+
+
+def test_an_input_buffer_hands_out_nothing_while_the_flow_is_suspended() -> None:
+    # Faust's stream skips and acknowledges a record it takes while the flow is suspended, or one of an
+    # older consumer generation: the record was committed over without being counted.
+    async def check() -> list[Any]:
+        app = _app()
+        agent = next(iter(app.agents.values()))
+        queue: Any = agent.channel.clone(is_iterator=True).queue
+        seen: list[Any] = []
+        record = SimpleNamespace(message=SimpleNamespace(generation_id=1))
+        app.flow_control.resume()
+        waiting = asyncio.ensure_future(queue.get())  # the stream waiting on an empty buffer
+        await asyncio.sleep(0)
+        app.flow_control.suspend()  # a rebalance begins while it waits
+        queue.put_nowait(record)  # a record fetched before it
+        await asyncio.sleep(0.05)
+        seen.append((waiting.done(), queue.empty(), queue.qsize()))  # not handed out; the stream sees nothing
+        app.consumer_generation_id = 2
+        app.flow_control.resume()
+        seen.append(await asyncio.wait_for(waiting, 5))
+        seen.append(queue.empty())
+        return seen
+
+    before, got, empty_after = asyncio.run(check())
+    assert before == (False, True, 1)
+    assert got.message.generation_id == 2  # handed out as a record of the current generation
+    assert empty_after
