@@ -107,7 +107,7 @@ class HeldQueue(ThrowableQueue):  # type: ignore[misc]
                 self._getting = False
             if self._flow_control.is_active():
                 return self._current(event)
-            self._queue.appendleft(event)  # suspended while it waited: back in front, for after the resume
+            self._queue.appendleft(event)  # type: ignore[attr-defined]  # suspended while waiting: in front again
 
 
 def shorten_fetch_wait(app: faust.App, wait_ms: int = FETCH_MAX_WAIT_MS) -> bool:
