@@ -77,7 +77,7 @@ class HeldQueue(ThrowableQueue):  # type: ignore[misc]
     kept records as current; whether one is still this worker's to count is decided when it is processed
     (``moved`` in ``create_app``; a record counted before is recognised by the per-product offsets)."""
 
-    def __init__(self, app: faust.App, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, app: Any, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._app = app
         self._getting = False
