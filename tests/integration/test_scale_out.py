@@ -118,8 +118,8 @@ def test_a_worker_joins_and_another_leaves_mid_stream(
     arriving (paced over ~50 s: a membership change took 10-25 s under load). The input must not pause: a
     pause longer than the idle timeout lets watermarks move on with the wall clock. The same scenario on
     the embedded broker (which rebalances more often: members dropped from a generation, two rebalances in
-    a row) found the losses in the CHANGELOG's rebalance entries; it is not in the suite because it still
-    fails about 1 run in 30 (orders dead-lettered as late in the last rebalance: README, limitations)."""
+    a row) found the losses in the CHANGELOG's rebalance entries; it is kept out of the suite (README,
+    limitations: runs by hand, and what they cannot exclude)."""
     t0 = time.monotonic()
     broker = apache_kafka.bootstrap
     group = isolated_env(broker, tmp_path, {**DETECTOR, "STREAMPROC_PARTITIONS": str(PARTITIONS)})
