@@ -85,6 +85,8 @@ class HeldQueue(ThrowableQueue):  # type: ignore[misc]
     def _current(self, event: Any) -> Any:
         message = getattr(event, "message", None)
         if message is not None:
+            if not hasattr(event, "fetched_generation"):
+                event.fetched_generation = message.generation_id  # read by ``in_order`` in create_app
             message.generation_id = self._app.consumer_generation_id
         return event
 
@@ -306,19 +308,20 @@ def create_app(settings: Settings, bootstrap: str, *, clock: Clock | None = None
     """Per input partition, the offset after the last record processed since its assignment."""
 
     def in_order(event: Any) -> bool:
-        """Whether the event is the partition's next record (or one read again): records are counted in
-        offset order. After a rebalance Faust seeks a partition back to its committed offset, but records
-        fetched before — still on their way into the agents' buffers — can arrive first, ahead of a range
-        not yet read again; counted, they moved the products' offsets past that range, whose records were
-        then skipped as counted before (a trace showed a new owner count reviews 214-215 before 146-213).
-        Such a record is skipped, marked acknowledged so that its offset is never committed from it: it is
-        read again, in order, after the seek."""
+        """Whether the event may be counted now: records are counted in offset order. After a rebalance Faust
+        seeks a partition back to its committed offset, but records fetched before — still on their way
+        into the agents' buffers — can arrive first, ahead of a range not yet read again; counted, they
+        moved the products' offsets past that range, whose records were then skipped as counted before (a
+        trace showed a new owner count reviews 214-215 before 146-213). Such a record (ahead of the next
+        offset, and fetched under an earlier consumer generation) is skipped, marked acknowledged so that
+        its offset is never committed from it: it is read again, in order, after the seek. A record fetched
+        under the current generation is counted even past a gap (transaction markers take offsets)."""
         tp, offset = event.message.tp, event.message.offset
         expected = next_offset.get(tp)
         if expected is None:
-            committed = app.consumer._committed_offset.get(tp)
+            committed = app.consumer._committed_offset.get(tp)  # type: ignore[attr-defined]
             expected = committed if committed is not None else offset
-        if offset > expected:
+        if offset > expected and getattr(event, "fetched_generation", None) != app.consumer_generation_id:
             event.message.acked = True
             return False
         next_offset[tp] = max(expected, offset + 1)

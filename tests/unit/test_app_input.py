@@ -57,7 +57,7 @@ def test_an_input_buffer_hands_out_nothing_while_the_flow_is_suspended() -> None
         agent = next(iter(app.agents.values()))
         queue: Any = agent.channel.clone(is_iterator=True).queue
         seen: list[Any] = []
-        record = SimpleNamespace(message=SimpleNamespace(generation_id=1))
+        record = SimpleNamespace(message=SimpleNamespace(generation_id=1))  # an event (no fetched_generation yet)
         app.flow_control.resume()
         waiting = asyncio.ensure_future(queue.get())  # the stream waiting on an empty buffer
         await asyncio.sleep(0)
@@ -74,4 +74,5 @@ def test_an_input_buffer_hands_out_nothing_while_the_flow_is_suspended() -> None
     before, got, empty_after = asyncio.run(check())
     assert before == (False, True, 1)
     assert got.message.generation_id == 2  # handed out as a record of the current generation
+    assert got.fetched_generation == 1  # what it was fetched under: the ordering check reads it
     assert empty_after
