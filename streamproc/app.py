@@ -460,7 +460,6 @@ def create_app(settings: Settings, bootstrap: str, *, clock: Clock | None = None
             assigned_tps.difference_update(revoked)
             for tp in revoked:
                 next_offset.pop(tp, None)  # the next assignment starts again from the committed offset
-            for tp in revoked:
                 highwaters.pop(tp, None)
                 assigned_high.pop(tp, None)
             for unit in {tp.partition for tp in revoked if tp.topic in topic_logical}:
