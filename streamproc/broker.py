@@ -129,14 +129,14 @@ class EmbeddedBroker:
 
 
 def topic_specs(settings) -> list[tuple[str, int, dict[str, str], int]]:  # type: ignore[no-untyped-def]
-    """(name, partitions, configs, replication factor) of every topic streamproc uses (Faust creates its own
-    internal topics — the table changelog, the assignor's — with the same replication factor)."""
+    """(name, partitions, configs, replication factor) of every topic streamproc uses."""
     n, rf = settings.partitions, settings.replication_factor
     specs: list[tuple[str, int, dict[str, str], int]] = [
         (settings.topic(t), n, {}, rf) for t in ("clicks", "orders", "reviews", "alerts", "scored-reviews",
                                                  "dead-letters")]
     specs.append((settings.topic("product-features"), n, {"cleanup.policy": "compact"}, rf))
     specs.append((f"{settings.app_id}-order-items", n, {}, rf))
+    specs.append((f"{settings.app_id}-products-changelog", n, {"cleanup.policy": "compact"}, rf))
     specs.append((f"{settings.app_id}-silences", 1, {"cleanup.policy": "compact"}, rf))
     return specs
 
