@@ -115,6 +115,6 @@ def create_app(settings: Settings, bootstrap: str, *, clock: Clock | None = None
                                 or a["labels"].get("product_id") in runtime.engine.index)
     delivery = DeliveryService(settings, bootstrap, metrics=metrics, clock=runtime.clock) \
         if settings.webhook_urls else None
-    app.service(WorkerService(settings, runtime, runner, silences, silence_log, delivery))
+    app.service(WorkerService(settings, runtime, runner, silences, silence_log, delivery))  # type: ignore[arg-type]  # Faust starts an instance as given
     app.streamproc_runtime = runtime  # type: ignore[attr-defined]
     return app, runtime

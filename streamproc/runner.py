@@ -34,6 +34,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
@@ -43,7 +44,7 @@ from aiokafka.errors import CommitFailedError, ConsumerStoppedError, IllegalStat
 from .observability import record_consumer_lag
 from .runtime import ORDER_ITEMS, Headers, Record, Runtime
 from .settings import INPUT_TOPICS, Settings
-from .state_store import ChangelogStore
+from .state_store import ChangelogStore, LocalSnapshots
 
 __all__ = ["Runner", "STARTUP_HOLD_MS"]
 
@@ -113,8 +114,9 @@ class Runner:
             fetch_max_wait_ms=50, max_partition_fetch_bytes=8 * 1024 * 1024,
             # A killed worker's partitions move on after 10 s.
             session_timeout_ms=10_000, heartbeat_interval_ms=3_000, **kw)
+        local = LocalSnapshots(Path(settings.data_dir) / settings.app_id) if settings.store == "rocksdb://" else None
         self.store = ChangelogStore(self.bootstrap, f"{settings.app_id}-products-changelog", settings.partitions,
-                                    self.producer, client_kwargs=kw)
+                                    self.producer, client_kwargs=kw, local=local)
         await self.producer.start()
         await self.store.start()
         self.consumer.subscribe(list(self.topics), listener=_Listener(self))

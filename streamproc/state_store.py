@@ -5,6 +5,10 @@ Topic ``<app id>-products-changelog`` has one partition per unit; a product's sn
 product as a tombstone. Restoring a unit reads its partition from the beginning up to the high watermark
 of the fetch (the embedded broker lists end offsets short of it; a fetch's high watermark is right on
 both brokers), the last record per key winning.
+
+With ``rocksdb://`` each unit's snapshots are also kept in a RocksDB file under the data directory
+(``products-<unit>.db``), with the changelog offset they cover: a unit assigned again reads only the
+changelog beyond it (a restart after a crash reads seconds of changelog, not all of it).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -19,18 +24,65 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from .errors import StreamprocError
 from .runtime import partition_for
 
-__all__ = ["ChangelogStore"]
+__all__ = ["ChangelogStore", "LocalSnapshots"]
+
+_OFFSET = b"\x00changelog-offset"
+"""Key of a local file's next changelog offset (product ids never start with NUL)."""
+
+
+class LocalSnapshots:
+    """One RocksDB file per unit: product id -> snapshot, and the next changelog offset it covers."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.dbs: dict[int, Any] = {}
+
+    def db(self, unit: int) -> Any:
+        db = self.dbs.get(unit)
+        if db is None:
+            from rocksdict import Options, Rdict
+
+            self.directory.mkdir(parents=True, exist_ok=True)
+            db = self.dbs[unit] = Rdict(str(self.directory / f"products-{unit}.db"), options=Options(raw_mode=True))
+        return db
+
+    def next_offset(self, unit: int) -> int | None:
+        raw = self.db(unit).get(_OFFSET)
+        return int(raw) if raw is not None else None
+
+    def apply(self, unit: int, changes: Iterable[tuple[bytes, bytes | None]], next_offset: int) -> None:
+        """Write snapshots (None: delete) and the offset they reach, atomically."""
+        from rocksdict import WriteBatch
+
+        batch = WriteBatch(raw_mode=True)
+        for key, value in changes:
+            if value is None:
+                batch.delete(key)
+            else:
+                batch.put(key, value)
+        batch.put(_OFFSET, str(next_offset).encode())
+        self.db(unit).write(batch)
+
+    def snapshots(self, unit: int) -> dict[bytes, bytes]:
+        return {k: v for k, v in self.db(unit).items() if k != _OFFSET}
+
+    def close(self) -> None:
+        for db in self.dbs.values():
+            db.close()
+        self.dbs.clear()
 
 
 class ChangelogStore:
     """Writes snapshots through the worker's producer; reads partitions back with an assign-only consumer."""
 
     def __init__(self, bootstrap: str, topic: str, partitions: int, producer: AIOKafkaProducer, *,
-                 client_kwargs: Mapping[str, Any] | None = None, restore_timeout_s: float = 300.0) -> None:
+                 client_kwargs: Mapping[str, Any] | None = None, local: LocalSnapshots | None = None,
+                 restore_timeout_s: float = 300.0) -> None:
         self.topic = topic
         self.partitions = partitions
         self.producer = producer
         self.restore_timeout_s = restore_timeout_s
+        self.local = local
         self.bootstrap = bootstrap
         self.client_kwargs = dict(client_kwargs or {})
         self.reader: AIOKafkaConsumer = None  # type: ignore[assignment]  # created in start (needs the loop)
@@ -44,30 +96,44 @@ class ChangelogStore:
 
     async def stop(self) -> None:
         await self.reader.stop()
+        if self.local is not None:
+            self.local.close()
 
     async def write(self, upserts: Mapping[str, bytes], deletes: Iterable[str]) -> None:
         """Write snapshots (and tombstones) and wait until the brokers acknowledge every one."""
-        sent = []
-        for pid, snap in upserts.items():
-            sent.append(await self.producer.send(self.topic, snap, key=pid.encode(),
-                                                 partition=partition_for(pid, self.partitions)))
-        for pid in deletes:
-            sent.append(await self.producer.send(self.topic, None, key=pid.encode(),
-                                                 partition=partition_for(pid, self.partitions)))
-        if sent:
-            await asyncio.gather(*sent)
-            self.written += len(sent)
+        changes: list[tuple[bytes, bytes | None]] = [(pid.encode(), snap) for pid, snap in upserts.items()]
+        changes += [(pid.encode(), None) for pid in deletes]
+        sent = [await self.producer.send(self.topic, value, key=key, partition=partition_for(key.decode(), self.partitions))
+                for key, value in changes]
+        if not sent:
+            return
+        acks = await asyncio.gather(*sent)
+        self.written += len(sent)
+        if self.local is not None:
+            by_unit: dict[int, list[tuple[bytes, bytes | None]]] = {}
+            ends: dict[int, int] = {}
+            for change, md in zip(changes, acks, strict=True):
+                by_unit.setdefault(md.partition, []).append(change)
+                ends[md.partition] = max(ends.get(md.partition, 0), md.offset + 1)
+            for unit, unit_changes in by_unit.items():
+                self.local.apply(unit, unit_changes, ends[unit])
 
     async def read(self, units: Iterable[int]) -> dict[int, dict[bytes, bytes]]:
         """The newest snapshot of every product of each unit, by product id (bytes)."""
         tps = [TopicPartition(self.topic, u) for u in units]
-        out: dict[int, dict[bytes, bytes]] = {tp.partition: {} for tp in tps}
+        changes: dict[int, dict[bytes, bytes | None]] = {tp.partition: {} for tp in tps}
         if not tps:
-            return out
+            return {}
         c = self.reader
         c.assign(tps)
-        await c.seek_to_beginning(*tps)
+        for tp in tps:
+            start = self.local.next_offset(tp.partition) if self.local is not None else None
+            if start is None:
+                await c.seek_to_beginning(tp)
+            else:
+                c.seek(tp, start)
         pending = set(tps)
+        ends: dict[int, int] = {}
         deadline = time.monotonic() + self.restore_timeout_s
         while pending:
             if time.monotonic() > deadline:
@@ -75,15 +141,17 @@ class ChangelogStore:
                                       f"more than {self.restore_timeout_s:.0f} s")
             batch = await c.getmany(*pending, timeout_ms=200, max_records=100_000)
             for tp, records in batch.items():
-                snaps = out[tp.partition]
+                unit_changes = changes[tp.partition]
                 for r in records:
-                    if r.value is None:
-                        snaps.pop(r.key, None)
-                    else:
-                        snaps[r.key] = r.value
+                    unit_changes[r.key] = r.value  # None: a tombstone
             for tp in list(pending):
                 high = c.highwater(tp)
-                if high is not None and await c.position(tp) >= high:
+                if high is not None and (position := await c.position(tp)) >= high:
+                    ends[tp.partition] = position
                     pending.discard(tp)
         c.unsubscribe()  # else the reader keeps fetching these partitions in the background
-        return out
+        if self.local is None:
+            return {u: {k: v for k, v in ch.items() if v is not None} for u, ch in changes.items()}
+        for unit, unit_changes in changes.items():
+            self.local.apply(unit, unit_changes.items(), ends[unit])
+        return {unit: self.local.snapshots(unit) for unit in changes}
