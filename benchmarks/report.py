@@ -72,6 +72,7 @@ def machine() -> dict[str, Any]:
 ROWS: list[tuple[str, str, str | None]] = [
     # key, unit, baseline key (ratio = value / baseline)
     ("raw_consume_events_per_s", "events/s", None),
+    ("batch_ceiling_events_per_s", "events/s", "raw_consume_events_per_s"),
     ("naive_faust_events_per_s", "events/s", "raw_consume_events_per_s"),
     ("quix_events_per_s", "events/s", "raw_consume_events_per_s"),
     ("demand_events_per_s", "events/s", "raw_consume_events_per_s"),
@@ -81,6 +82,7 @@ ROWS: list[tuple[str, str, str | None]] = [
     ("demand_events_per_s_partitions_1", "events/s", "demand_events_per_s_partitions_4"),
     ("demand_events_per_s_partitions_4", "events/s", None),
     ("demand_events_per_s_partitions_8", "events/s", "demand_events_per_s_partitions_4"),
+    ("demand_vs_batch_ceiling", "ratio", None),
     ("demand_vs_naive_faust", "ratio", None),
     ("demand_vs_quix", "ratio", None),
     ("engine_offline_events_per_s", "events/s", "raw_consume_events_per_s"),

@@ -43,7 +43,8 @@ import report  # noqa: E402
 import sentiment  # noqa: E402
 import throughput as tp  # noqa: E402
 
-KEYS = ("raw_consume_events_per_s", "naive_faust_events_per_s", "quix_events_per_s", "demand_events_per_s",
+KEYS = ("raw_consume_events_per_s", "batch_ceiling_events_per_s", "naive_faust_events_per_s", "quix_events_per_s",
+        "demand_events_per_s", "demand_vs_batch_ceiling",
         "sentiment_reviews_per_s", "raw_onnx_reviews_per_s", "alert_latency_p99_s", "feature_freshness_p99_s",
         "features_http_p99_ms_1", "features_http_p99_ms_100", "bytes_per_product", "synthetic_f1",
         "nab_public_standard")
@@ -94,6 +95,10 @@ def _throughput(run: Run, bootstrap: str, tmp: Path, events: int, *, naive_s: fl
     if a:
         res["raw_consume_events_per_s"] = a["eps"]
         res["raw_consume"] = a
+    ceiling = run.section(f"{tag}batch_ceiling", tp.batch_ceiling, pre)
+    if ceiling:
+        res["batch_ceiling_events_per_s"] = ceiling["eps"]
+        res["batch_ceiling"] = ceiling
     if naive_s > 0:
         b = run.section(f"{tag}naive_faust", tp.naive_faust, pre, tmp, naive_s)
         if b:
@@ -178,8 +183,11 @@ def main(argv: list[str] | None = None) -> int:
             res = _throughput(run, broker.bootstrap, tmp, events, naive_s=0 if quick else 40.0,
                               demand_s=100.0, quix=False,
                               profile_dir=None if quick else results_dir, tag="")
-            for k in ("raw_consume_events_per_s", "naive_faust_events_per_s", "demand_events_per_s"):
+            for k in ("raw_consume_events_per_s", "batch_ceiling_events_per_s", "naive_faust_events_per_s",
+                      "demand_events_per_s"):
                 run.out[k] = res.pop(k, None)
+            if run.out["demand_events_per_s"] and run.out["batch_ceiling_events_per_s"]:
+                run.out["demand_vs_batch_ceiling"] = run.out["demand_events_per_s"] / run.out["batch_ceiling_events_per_s"]
             run.detail["throughput"] = res
             if not quick and run.out["demand_events_per_s"]:
                 target = run.out["demand_events_per_s"] / 2
