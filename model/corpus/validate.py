@@ -85,7 +85,8 @@ def normalise(text: str) -> str:
 
 def _has_emoji(text: str) -> bool:
     return any(
-        0x1F000 <= ord(ch) <= 0x1FAFF or 0x2600 <= ord(ch) <= 0x27BF or ch in "☺♥❤✨⭐✅❌" for ch in text
+        0x1F000 <= ord(ch) <= 0x1FAFF or 0x2600 <= ord(ch) <= 0x27BF or 0x2300 <= ord(ch) <= 0x23FF
+        or 0x2B00 <= ord(ch) <= 0x2BFF or ch in "☺♥❤✨⭐✅❌" for ch in text
     ) or bool(re.search(r"[:;]-?[()DPp]|<3|\^_\^|QAQ|orz", text))
 
 
