@@ -73,7 +73,7 @@ _ID = re.compile(r"^(?P<voice>[a-z_]+)-(?P<num>\d{4})$")
 
 
 def split(record: dict) -> str:
-    """"test" iff the record's voice is a TEST voice, else "train"."""
+    """Return "test" iff the record's voice is a TEST voice, else "train"."""
     return "test" if record.get("voice") in TEST_VOICES else "train"
 
 
@@ -156,7 +156,8 @@ def _check_one(rec: object, where: str, voice_of_file: str | None) -> list[str]:
         problems.append(f"{where}: lang zh but text has no Chinese characters")
     if lang == "mixed" and not (has_cjk and has_latin):
         problems.append(f"{where}: lang mixed but text lacks Chinese or English words")
-    phen = rec.get("phenomena") if isinstance(rec.get("phenomena"), list) else []
+    raw_phen = rec.get("phenomena")
+    phen: list[object] = raw_phen if isinstance(raw_phen, list) else []
     if "short" in phen and _word_units(text) > SHORT_WORDS:
         problems.append(f"{where}: tagged short but longer than {SHORT_WORDS} words / {SHORT_HANZI} 汉字")
     if "short" in phen and "long" in phen:
