@@ -17,12 +17,21 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev,rocksdb]'
 	touch $(STAMP)
 
-install: $(STAMP) ## create .venv and install streamproc with its test tools
+# What a target needs beyond this repository, checked before anything is installed (one line per missing piece).
+PREREQS = $(PYTHON) tests/prereqs.py
 
-demo: $(STAMP) ## run the whole system locally (embedded broker, worker, traffic, webhook receiver, UI)
+install: ## create .venv and install streamproc with its test tools
+	@$(PREREQS) install
+	@$(MAKE) -s --no-print-directory $(STAMP)
+
+demo: ## run the whole system locally (embedded broker, worker, traffic, webhook receiver, UI)
+	@$(PREREQS) demo
+	@$(MAKE) -s --no-print-directory $(STAMP)
 	$(VENV)/bin/streamproc demo
 
-test: $(STAMP) ## run the whole test suite (unit + integration on the embedded broker and Apache Kafka)
+test: ## the whole suite, ~15-17 min on 2 cores (needs Java 17+, Maven, Chromium: checked first)
+	@$(PREREQS) test
+	@$(MAKE) -s --no-print-directory $(STAMP)
 	$(PY) -m pytest -q
 
 test-unit: $(STAMP) ## unit tests only (seconds, no broker)

@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-__all__ = ["dedup_key", "fingerprint", "alert_id", "rfc3339", "new_alert", "resolve_alert", "ALERT_NAMESPACE"]
+__all__ = ["dedup_key", "fingerprint", "alert_id", "rfc3339", "event_time_text", "new_alert", "resolve_alert", "ALERT_NAMESPACE"]
 
 ALERT_NAMESPACE = uuid.UUID("8f6b7a52-3c1e-4d2a-9a55-6d0c2f1b7e11")
 
@@ -38,6 +38,12 @@ def alert_id(key: str, starts_ms: int) -> str:
 def rfc3339(ms: int) -> str:
     """Epoch milliseconds as an RFC 3339 UTC string."""
     return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def event_time_text(ms: int) -> str:
+    """Event time for a person reading a description: ``2026-12-07 17:28 UTC (event time)`` (labelled, as
+    event time may run far from the wall clock in replays and the demo)."""
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M UTC (event time)")
 
 
 _WORDS = {"demand_surge": "surge", "demand_drop": "drop", "negative_review_spike": "negative-review spike"}
@@ -81,7 +87,7 @@ def new_alert(
             if alertname != "negative_review_spike"
             else f"Negative-review spike on {product_id}",
             "description": (
-                f"{observed:g} {unit} in the {minutes:g} min window starting {rfc3339(window_start_ms)}, "
+                f"{observed:g} {unit} in the {minutes:g} min window starting {event_time_text(window_start_ms)}, "
                 f"expected {expected:.2f} from the product's own history ({ratio}); score {score:.3f}."
             ),
         },
@@ -107,7 +113,15 @@ def resolve_alert(firing: dict[str, Any], *, window_start_ms: int, window_end_ms
     out["score"] = float(score)
     out["annotations"] = {
         "summary": firing["annotations"]["summary"].replace("Demand", "Resolved: demand", 1),
-        "description": f"Back to normal: {observed:g} in the window ending {rfc3339(window_end_ms)}, "
-        f"expected {expected:.2f}. Started {firing['starts_at']}.",
+        "description": f"Back to normal: {observed:g} in the window ending {event_time_text(window_end_ms)}, "
+        f"expected {expected:.2f}. Started {_started_text(firing)}.",
     }
     return out
+
+
+def _started_text(firing: dict[str, Any]) -> str:
+    try:
+        ms = int(datetime.fromisoformat(str(firing["starts_at"]).replace("Z", "+00:00")).timestamp() * 1000)
+    except (KeyError, ValueError):
+        return str(firing.get("starts_at"))
+    return event_time_text(ms).removesuffix(" (event time)")

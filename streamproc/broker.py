@@ -24,7 +24,7 @@ from typing import Any
 
 from .errors import BrokerStartError
 
-__all__ = ["EmbeddedBroker", "free_port", "wait_for_port", "create_topics", "topic_specs"]
+__all__ = ["EmbeddedBroker", "free_port", "wait_for_port", "listen_error", "create_topics", "topic_specs"]
 
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec
@@ -53,6 +53,20 @@ def wait_for_port(host: str, port: int, timeout_s: float) -> bool:
             return True
         time.sleep(0.02)
     return False
+
+
+def listen_error(host: str, port: int) -> OSError | None:
+    """Why a server could not listen on ``host:port`` right now (``None``: it could). Binds the way aiohttp
+    does (``SO_REUSEADDR``), so a port only lingering in TIME_WAIT counts as free."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+            s.listen()
+        except OSError as exc:
+            return exc
+    return None
 
 
 def _port_in_use(port: int) -> bool:

@@ -22,53 +22,162 @@ log = logging.getLogger("streamproc")
 
 
 class _Parser(argparse.ArgumentParser):
+    """Usage errors raise ConfigError (exit 2); an unknown option is reported by the subcommand it was
+    given to, with that subcommand's usage."""
+
     def error(self, message: str) -> None:  # type: ignore[override]
         self.print_usage(sys.stderr)
         raise ConfigError(message)
 
+    def parse_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
+                   namespace: argparse.Namespace | None = None) -> argparse.Namespace:
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            sub = self._subcommands.get(getattr(parsed, "command", None) or "", self)
+            sub.error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed
+
+    @property
+    def _subcommands(self) -> dict[str, argparse.ArgumentParser]:
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                return dict(action.choices)
+        return {}
+
+
+def _port(text: str) -> int:
+    """argparse type: a TCP port number (1-65535)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number; use 1-65535") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a port number; use 1-65535")
+    return value
+
+
+def _number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
+def _positive(text: str) -> float:
+    """argparse type: a number > 0."""
+    value = _number(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} must be greater than 0")
+    return value
+
+
+def _non_negative(text: str) -> float:
+    """argparse type: a number >= 0."""
+    value = _number(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text} must be 0 or more")
+    return value
+
+
+_EXIT_CODES = "Exit codes: 0 success, 2 usage or configuration error (one line saying what to fix), 1 other failure."
+
 
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="streamproc", description="Shop event streams -> demand windows, alerts and features.")
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    p = _Parser(prog="streamproc", description="Shop event streams -> demand windows, alerts and features.",
+                epilog=_EXIT_CODES + " Configuration is read from STREAMPROC_* environment variables (see the README).")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
 
-    d = sub.add_parser("demo", help="the whole system on this machine: broker, worker, traffic, webhook receiver")
-    d.add_argument("--duration", type=float, default=None, help="stop after S seconds (default: until Ctrl-C)")
-    d.add_argument("--web-port", type=int, default=None, help="web UI/API port (default STREAMPROC_WEB_PORT or 6066)")
-    d.add_argument("--seed", type=int, default=7)
+    d = sub.add_parser(
+        "demo",
+        help="the whole system on this machine: broker, worker, traffic, webhook receiver, dashboard",
+        description="Start an embedded broker, a worker, generated shop traffic with injected anomalies, a local "
+                    "webhook receiver and the dashboard. Prints the dashboard address, each injection when it "
+                    "starts, and each alert once, marked as matching an injection or not.",
+        epilog="Ctrl-C (or --duration) stops everything. The worker's own log goes to "
+               "$STREAMPROC_DATA_DIR/demo-worker.log. " + _EXIT_CODES)
+    d.add_argument("--duration", type=_positive, default=None, metavar="S",
+                   help="stop after S seconds of wall-clock time (default: run until Ctrl-C)")
+    d.add_argument("--web-port", type=_port, default=None, metavar="N",
+                   help="port of the dashboard and HTTP API (default: STREAMPROC_WEB_PORT, else 6066)")
+    d.add_argument("--seed", type=int, default=7, help="random seed of the generated traffic and injections (default: 7)")
 
-    b = sub.add_parser("broker", help="run the embedded Kafka-compatible broker in the foreground")
-    b.add_argument("--port", type=int, default=9092)
-    b.add_argument("--data-dir", default=None, help="accepted for compatibility; the embedded broker keeps data in memory")
+    b = sub.add_parser(
+        "broker", help="run the embedded Kafka-compatible broker in the foreground",
+        description="Run the embedded Kafka-compatible broker (Tansu) in the foreground; prints its bootstrap "
+                    "address (host:port) on stdout. Data is kept in memory only.",
+        epilog="Ctrl-C stops it. " + _EXIT_CODES)
+    b.add_argument("--port", type=_port, default=9092, metavar="N", help="port to listen on, on 127.0.0.1 (default: 9092)")
+    b.add_argument("--data-dir", default=None, metavar="D",
+                   help="accepted for compatibility; the embedded broker keeps data in memory")
 
-    sub.add_parser("worker", help="the Faust worker (all agents), configured by environment")
+    sub.add_parser(
+        "worker", help="the Faust worker (all agents), configured by environment",
+        description="Run the stream processor: reads clicks/orders/reviews, writes alerts, scored-reviews, "
+                    "product-features and dead-letters, and serves the HTTP API and dashboard on "
+                    "STREAMPROC_WEB_PORT. Configured by STREAMPROC_* environment variables; without "
+                    "STREAMPROC_BROKER it starts an embedded broker.",
+        epilog=_EXIT_CODES)
 
-    g = sub.add_parser("generate", help="realistic click/order/review traffic into the input topics")
-    g.add_argument("--rate", type=float, required=True, help="events per second (wall clock)")
-    g.add_argument("--duration", type=float, required=True, help="seconds of wall-clock traffic")
-    g.add_argument("--scenario", default="surges", help="steady, surges, demo, negative-reviews, sale")
-    g.add_argument("--seed", type=int, default=1)
-    g.add_argument("--products", type=int, default=None)
-    g.add_argument("--speed", type=float, default=1.0,
-                   help="event time runs SPEED times the wall clock; 0 = as fast as possible")
-    g.add_argument("--start-ms", type=int, default=None, help="event time of the first event (default: now)")
-    g.add_argument("--truth", default=None, help="write the injected anomalies (JSON lines) here")
-    g.add_argument("--no-progress", action="store_true")
+    g = sub.add_parser(
+        "generate", help="realistic click/order/review traffic into the input topics",
+        description="Send generated shop traffic (clicks, orders, reviews; English and Chinese reviews) with "
+                    "the scenario's injected anomalies to the input topics. Shows a progress bar on stderr and "
+                    "ends with a one-line summary there.",
+        epilog=_EXIT_CODES)
+    g.add_argument("--rate", type=_positive, required=True, metavar="EPS", help="events per second (wall clock)")
+    g.add_argument("--duration", type=_positive, required=True, metavar="S", help="seconds of wall-clock traffic")
+    g.add_argument("--scenario", default="surges", metavar="NAME",
+                   help="steady, surges (default), demo, negative-reviews or sale")
+    g.add_argument("--seed", type=int, default=1, help="random seed: the same seed gives the same events (default: 1)")
+    g.add_argument("--products", type=int, default=None, metavar="N",
+                   help="catalogue size (default: 200 for demo, else 1000)")
+    g.add_argument("--speed", type=_non_negative, default=1.0, metavar="K",
+                   help="event time runs K times the wall clock; 0 = as fast as possible (default: 1)")
+    g.add_argument("--start-ms", type=int, default=None, metavar="MS",
+                   help="event time of the first event, epoch ms (default: now)")
+    g.add_argument("--truth", default=None, metavar="F", help="write the injected anomalies (JSON lines) to F")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
 
-    r = sub.add_parser("replay", help="bulk-load recorded events (JSONL, optionally gzipped), keyed by product_id")
-    r.add_argument("file")
-    r.add_argument("--topic", required=True)
-    r.add_argument("--no-progress", action="store_true")
+    r = sub.add_parser(
+        "replay",
+        help="bulk-load recorded events (JSONL, optionally gzipped), keyed by product_id",
+        description="Send the lines of a JSON-lines file (optionally gzipped) to a topic, keyed by product_id "
+                    "(orders: the first item's), with ts as the record timestamp. Ends with a one-line summary "
+                    "on stderr.",
+        epilog=_EXIT_CODES)
+    r.add_argument("file", metavar="FILE", help="JSON lines, plain or .gz")
+    r.add_argument("--topic", required=True, metavar="T", help="topic to write to (e.g. clicks)")
+    r.add_argument("--no-progress", action="store_true", help="no progress bar")
 
-    s = sub.add_parser("score", help="sentiment of review texts (JSON lines out, in input order)")
-    s.add_argument("texts", nargs="*", metavar="TEXT")
-    s.add_argument("--file", default=None, help="JSON lines with a \"text\" field ('-': standard input)")
+    s = sub.add_parser(
+        "score", help="sentiment of review texts (JSON lines out, in input order)",
+        description="Score texts with the packaged sentiment model. Prints one JSON line per text, in input "
+                    "order: the input object ({\"text\": ...} for an argument) plus \"label\" "
+                    "(negative|neutral|positive) and the probabilities \"negative\", \"positive\".",
+        epilog=_EXIT_CODES)
+    s.add_argument("texts", nargs="*", metavar="TEXT", help="texts to score (in addition to --file)")
+    s.add_argument("--file", default=None, metavar="F",
+                   help="JSON lines with a \"text\" field ('-': standard input)")
     s.add_argument("--progress", action="store_true", help="progress bar on stderr (default: only on a terminal)")
 
-    bt = sub.add_parser("backtest", help="run the surge/drop detector over a historical count series (CSV)")
-    bt.add_argument("--csv", required=True)
-    bt.add_argument("--time-col", required=True)
-    bt.add_argument("--value-col", required=True)
-    bt.add_argument("--signal", default="orders", choices=["orders", "clicks"])
+    bt = sub.add_parser(
+        "backtest",
+        help="run the surge/drop detector over a historical count series (CSV)",
+        description="Run the live surge/drop detector over a count series, one CSV row per bucket (the bucket "
+                    "length is the median spacing of the timestamps). Prints CSV on stdout, one row per input "
+                    "row: timestamp,value,expected,score,alert (timestamp as read; expected = what the detector "
+                    "expected before seeing the bucket; score in [0,1]; alert = 1 on the row where an incident "
+                    "fires). A one-line summary goes to stderr.",
+        epilog=_EXIT_CODES)
+    bt.add_argument("--csv", required=True, metavar="F", help="input CSV file with a header row")
+    bt.add_argument("--time-col", required=True, metavar="C",
+                    help="column with the bucket time (ISO 8601 / RFC 3339, or epoch seconds or ms)")
+    bt.add_argument("--value-col", required=True, metavar="C", help="column with the count per bucket")
+    bt.add_argument("--signal", default="orders", choices=["orders", "clicks"],
+                    help="what the counts are: orders (default) or clicks; both use the same detector settings")
     bt.add_argument("--progress", action="store_true", help="progress bar on stderr (default: only on a terminal)")
     return p
 
@@ -97,6 +206,23 @@ def _client_kwargs(settings: Settings) -> dict[str, Any]:
     return client_kwargs(settings)
 
 
+def check_web_port(host: str, port: int, how_to_change: str) -> None:
+    """Raise ConfigError (exit 2, one line) when the web server could not listen on ``host:port``; run before
+    anything is started, so a taken port costs the user no broker start-up and no tracebacks."""
+    import errno
+
+    from .broker import listen_error
+
+    exc = listen_error(host, port)
+    if exc is None:
+        return
+    if exc.errno == errno.EADDRINUSE:
+        raise ConfigError(f"port {port} is in use (another streamproc demo or worker, or another program); "
+                          f"pick a free one with {how_to_change}")
+    raise ConfigError(f"cannot listen on {host}:{port} ({exc.strerror or exc}); check STREAMPROC_WEB_BIND "
+                      f"or pick another port with {how_to_change}")
+
+
 def cmd_broker(args: argparse.Namespace) -> int:
     from .broker import EmbeddedBroker
 
@@ -119,6 +245,7 @@ def cmd_worker(settings: Settings) -> int:
     from .app import create_app
     from .sentiment import load_scorer
 
+    check_web_port(settings.web_bind, settings.web_port, "STREAMPROC_WEB_PORT=N")
     scorer = load_scorer(settings.model_dir, threads=settings.sentiment_threads)  # a missing model: exit 2 now
     with _bootstrap(settings) as bootstrap:
         _ensure_topics(settings, bootstrap)
@@ -140,8 +267,6 @@ def cmd_worker(settings: Settings) -> int:
 def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
     from . import generator, loadgen
 
-    if args.rate <= 0 or args.duration <= 0:
-        raise ConfigError("--rate and --duration must be positive")
     speed = args.speed if args.speed > 0 else None
     start_ms = args.start_ms if args.start_ms is not None else int(time.time() * 1000)
     event_duration_ms = int(args.duration * 1000 * (args.speed if args.speed > 0 else 1.0))
@@ -215,7 +340,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             from .demo import run_demo
 
-            return run_demo(settings, duration_s=args.duration, web_port=args.web_port, seed=args.seed)
+            port = args.web_port or settings.web_port
+            check_web_port(settings.web_bind, port, "--web-port N (or STREAMPROC_WEB_PORT=N)")
+            return run_demo(settings, duration_s=args.duration, web_port=port, seed=args.seed)
     except ConfigError as exc:
         print(f"streamproc: error: {exc}", file=sys.stderr)
         return 2

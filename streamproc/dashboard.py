@@ -2,10 +2,14 @@
 (the same snapshot pushed as server-sent events every second), plus the page's packaged assets under
 ``/static/``. The page itself (``GET /``, ``static/index.html``) needs no network beyond this worker.
 
-A snapshot holds the firing alerts (with the silences muting them), trending products by orders and by
-clicks with the last hour of bucket counts (``series``, oldest first, one value per bucket), sentiment
-over 24 h per reviewed product (``null`` until a sentiment model ships), and processor health: records
-per second per input topic, watermark delay, consumer lag, dead letters per second, webhook delivery.
+A snapshot holds the wall clock (``now_ms``) and the event time reached (``watermark_ms``, the most
+advanced unit's watermark), the firing alerts (with the silences muting them), trending products by
+orders and by clicks with the last hour of bucket counts (``series``, oldest first, one value per
+bucket; only products with activity on that signal in the last 5 minutes), sentiment over 24 h per
+reviewed product (ranked by the negative share shrunk towards the shop-wide one, so that one bad review
+out of one does not top the table), and processor
+health: records per second per input topic, watermark delay, consumer lag, dead letters per second,
+webhook delivery.
 """
 
 from __future__ import annotations
@@ -29,7 +33,9 @@ __all__ = ["add_dashboard_routes", "dashboard_state", "product_series", "STREAM_
 STREAM_INTERVAL_S = 1.0
 TRENDING_LIMIT = 10
 SENTIMENT_LIMIT = 10
-ASSETS = {"dashboard.js": "application/javascript", "dashboard.css": "text/css"}
+SENTIMENT_PRIOR_REVIEWS = 10
+"""Weight, in reviews, of the shop-wide negative share in the sentiment table's ranking."""
+ASSETS = {"dashboard.js": "application/javascript", "dashboard.css": "text/css", "favicon.svg": "image/svg+xml"}
 
 _DASH = web.AppKey("dashboard", dict)
 
@@ -47,22 +53,39 @@ def product_series(p: ProductState, signal: str, bucket_ms: int) -> list[float]:
 
 
 def _trending(rt: Any, signal: str, bucket_ms: int, limit: int) -> list[dict[str, Any]]:
-    return [{**row, "series": product_series(p, signal, bucket_ms)}
-            for p, row in trending(rt.engine.index, signal, limit)]
+    """The products with ``signal`` activity in the last 5 minutes (or an open incident on it), by surge
+    score, then by that activity: a product with no orders is not trending by orders."""
+    col = f"{signal}_5m"
+    rows = [(p, row) for p, row in trending(rt.engine.index, signal, len(rt.engine.index))
+            if (row.get(col) or 0) > 0 or row["firing"]]
+    rows.sort(key=lambda t: (-t[1]["surge_score"], -(t[1].get(col) or 0), t[1]["product_id"]))
+    return [{**row, "series": product_series(p, signal, bucket_ms)} for p, row in rows[:limit]]
 
 
-def _sentiment(rt: Any, limit: int) -> list[dict[str, Any]]:
+def _sentiment(rt: Any, limit: int) -> tuple[list[dict[str, Any]], float | None]:
+    """Reviewed products, those with an open negative-review incident first, then by their negative share
+    shrunk towards the shop-wide share by ``SENTIMENT_PRIOR_REVIEWS`` reviews' worth of it: one bad review
+    out of one barely moves a product above the shop's usual share, many bad ones do. Also returns the
+    shop-wide share (``None`` without scored reviews)."""
     rows = []
     for pid, p in rt.engine.index.items():
         f = (p.features or {}).get("features", {})
         if f.get("reviews_24h"):
-            rows.append({"product_id": pid, "category": p.category, "reviews_24h": f["reviews_24h"],
+            n, share = f["reviews_24h"], f.get("negative_share_24h")
+            rows.append({"product_id": pid, "category": p.category, "reviews_24h": n,
                          "sentiment_mean_24h": f.get("sentiment_mean_24h"),
-                         "negative_share_24h": f.get("negative_share_24h"),
+                         "negative_share_24h": share, "negative_24h": None if share is None else round(share * n),
                          "firing": any(a["labels"]["alertname"] == "negative_review_spike"
                                        for a in p.incidents.values())})
-    rows.sort(key=lambda r: (-(r["negative_share_24h"] or 0.0), -r["reviews_24h"], r["product_id"]))
-    return rows[:limit]
+    scored = [r for r in rows if r["negative_24h"] is not None]
+    total = sum(r["reviews_24h"] for r in scored)
+    prior = sum(r["negative_24h"] for r in scored) / total if total else None
+    for r in rows:
+        r["negative_share_adjusted_24h"] = None if prior is None or r["negative_24h"] is None else round(
+            (r["negative_24h"] + SENTIMENT_PRIOR_REVIEWS * prior) / (r["reviews_24h"] + SENTIMENT_PRIOR_REVIEWS), 4)
+    rows.sort(key=lambda r: (not r["firing"], -(r["negative_share_adjusted_24h"] or 0.0), -r["reviews_24h"],
+                             r["product_id"]))
+    return rows[:limit], prior
 
 
 def _sum_by(samples: Iterable[tuple[dict[str, str], float]], label: str) -> dict[str, float]:
@@ -122,15 +145,18 @@ def dashboard_state(rt: Any, *, silences: Any = None, rates: RateTracker | None 
     for a in sorted(rt.engine.firing(), key=lambda a: a["starts_at"], reverse=True):
         muted = store.muting(a["labels"], now) if store is not None else []
         alerts.append({**a, "silenced_by": muted})
-    sentiment = _sentiment(rt, SENTIMENT_LIMIT)
+    sentiment, negative_prior = _sentiment(rt, SENTIMENT_LIMIT)
     active = [s for s in store.silences.values() if s.state(now) == "active"] if store is not None else []
+    marks = [wm for wm in rt.engine.watermarks().values() if wm is not None]
     return {
         "now_ms": now,
+        "watermark_ms": max(marks) if marks else None,
         "bucket_ms": bucket_ms,
         "alerts": alerts,
         "trending": {sig: _trending(rt, sig, bucket_ms, limit) for sig in ("orders", "clicks")},
         "sentiment": sentiment,
         "sentiment_model": any(r["sentiment_mean_24h"] is not None for r in sentiment),
+        "negative_share_shop_24h": negative_prior,
         "silences_active": len(active),
         "silences_enabled": silences is not None,
         "health": _health(rt, rates or RateTracker(), now),
@@ -171,14 +197,21 @@ async def asset_view(request: web.Request) -> web.Response:
     return web.Response(body=body, content_type=ASSETS[name], headers={"Cache-Control": "no-cache"})
 
 
+async def favicon_view(request: web.Request) -> web.Response:
+    """``/favicon.ico``, which browsers ask for whatever the page says: the packaged SVG icon."""
+    body = resources.files("streamproc").joinpath("static", "favicon.svg").read_bytes()
+    return web.Response(body=body, content_type="image/svg+xml", headers={"Cache-Control": "max-age=86400"})
+
+
 async def _on_shutdown(app: web.Application) -> None:
     app[_DASH]["stopping"].set()  # end open event streams so the server can close their connections
 
 
 def add_dashboard_routes(app: web.Application, runtime: Any, silences: Any = None) -> None:
-    """Mount ``/dashboard/state``, ``/events/stream`` and ``/static/{name}`` on ``app``."""
+    """Mount ``/dashboard/state``, ``/events/stream``, ``/static/{name}`` and ``/favicon.ico`` on ``app``."""
     app[_DASH] = {"runtime": runtime, "silences": silences, "rates": RateTracker(), "stopping": asyncio.Event()}
     app.on_shutdown.append(_on_shutdown)
     app.router.add_get("/dashboard/state", state_view)
     app.router.add_get("/events/stream", stream_view)
     app.router.add_get("/static/{name}", asset_view)
+    app.router.add_get("/favicon.ico", favicon_view)

@@ -2,9 +2,11 @@
 alerts, and the web UI — all on this machine, stopped cleanly by Ctrl-C or ``--duration``.
 
 The traffic starts with half an hour of history (event time), loaded as fast as the worker takes it, so
-the detectors have a baseline; the live part then runs at ten times the wall clock, and the first
-injected surge comes a few minutes (event time) in, a negative-review spike (on another product) a few
-minutes after it: the review test needs no warm-up, a new product's baseline being the shop-wide prior.
+the detectors have a baseline; the live part then runs at ten times the wall clock, with an injected
+surge a few minutes (event time) in, a negative-review spike on another product a few minutes after it
+and a drop later, repeating every 40 minutes. The console tells that story (:mod:`streamproc.demo_story`):
+the plan, each injection when it starts, each alert once marked as matching an injection or not. The
+worker's own log goes to ``<STREAMPROC_DATA_DIR>/demo-worker.log``.
 """
 
 from __future__ import annotations
@@ -17,12 +19,15 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import orjson
 from aiohttp import web
 
+from . import generator
 from .broker import EmbeddedBroker, create_topics, free_port, topic_specs
+from .demo_story import Story, injections
 from .processes import stop_process_group
 from .settings import Settings
 
@@ -39,16 +44,13 @@ def split_at(items: Iterator[tuple[str, bytes, bytes, int]], cut_ms: int) -> tup
     return itertools.takewhile(lambda e: e[3] < cut_ms, first), itertools.dropwhile(lambda e: e[3] < cut_ms, second)
 
 
-async def _receiver(port: int, seen: list[dict[str, Any]]) -> web.AppRunner:
+async def _receiver(port: int, story: Story) -> web.AppRunner:
     async def hook(request: web.Request) -> web.Response:
         body = orjson.loads(await request.read())
         for a in body.get("alerts", []):
-            seen.append(a)
-            lab = a["labels"]
-            subject = lab.get("product_id") or f"category:{lab.get('category')}"
-            note = f" [inhibited by {a['inhibited_by']}]" if a.get("inhibited_by") else ""
-            print(f"\n[webhook] {a['status'].upper():8} {lab['alertname']:<22} {subject} "
-                  f"({lab['signal']}, {lab['severity']}): {a['annotations']['description']}{note}", flush=True)
+            line = story.alert_line(a)
+            if line is not None:
+                print(line, flush=True)
         return web.json_response({"ok": True})
 
     app = web.Application()
@@ -59,13 +61,33 @@ async def _receiver(port: int, seen: list[dict[str, Any]]) -> web.AppRunner:
     return runner
 
 
+def _announcing(items: Iterator[generator.Event], story: Story) -> Iterator[generator.Event]:
+    """The events unchanged; each injection is announced when the first event at or after its start is sent."""
+    nxt = min((i.start_ms for i in story.plan), default=None)
+    for item in items:
+        if nxt is not None and item[3] >= nxt:
+            for line in story.starting(item[3]):
+                print(line, flush=True)
+            nxt = min((i.start_ms for i in story.plan if i.number not in story.started), default=None)
+        yield item
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    with contextlib.suppress(OSError):
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    return ""
+
+
 async def _main(settings: Settings, bootstrap: str, duration_s: float | None, web_port: int, seed: int) -> int:
-    from . import generator, loadgen
+    from . import loadgen
 
     await create_topics(bootstrap, topic_specs(settings))
+    now_ms = int(time.time() * 1000)
+    sc = generator.scenario("demo", start_ms=now_ms - HISTORY_MS, duration_ms=HISTORY_MS + 4 * 3_600_000,
+                            rate_eps=DEMO_RATE_EPS, seed=seed, warmup_ms=HISTORY_MS)
+    story = Story(injections(generator.truth(sc)), now_ms, LIVE_SPEED)
     hook_port = free_port()
-    seen: list[dict[str, Any]] = []
-    runner = await _receiver(hook_port, seen)
+    runner = await _receiver(hook_port, story)
     env = dict(os.environ, STREAMPROC_BROKER=bootstrap, STREAMPROC_WEB_PORT=str(web_port),
                STREAMPROC_WEBHOOK_URLS=f"http://127.0.0.1:{hook_port}/hook")
     env.setdefault("STREAMPROC_IDLE_TIMEOUT_MS", "2000")
@@ -75,36 +97,35 @@ async def _main(settings: Settings, bootstrap: str, duration_s: float | None, we
     # Show product alerts on the receiver even while a surge of their whole category covers them.
     env.setdefault("STREAMPROC_WEBHOOK_SEND_INHIBITED", "1")
     env.setdefault("STREAMPROC_WEBHOOK_GROUP_WAIT_MS", "1000")
-    worker = subprocess.Popen([sys.executable, "-m", "streamproc", "worker"], env=env, start_new_session=True)
+    # The worker's log (alerts again, Faust's warnings) goes to a file: the console tells the story.
+    log_path = Path(settings.data_dir) / "demo-worker.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "wb") as log_file:
+        worker = subprocess.Popen([sys.executable, "-m", "streamproc", "worker"], env=env, start_new_session=True,
+                                  stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT)
     print(f"streamproc demo: broker {bootstrap}\n  dashboard  http://127.0.0.1:{web_port}/\n"
           f"  alerts     http://127.0.0.1:{web_port}/alerts\n  webhook receiver on port {hook_port}\n"
-          "  Ctrl-C stops everything.", flush=True)
+          f"  worker log {log_path}\n  Ctrl-C stops everything.", flush=True)
     started = time.monotonic()
-    now_ms = int(time.time() * 1000)
-    sc = generator.scenario("demo", start_ms=now_ms - HISTORY_MS, duration_ms=HISTORY_MS + 4 * 3_600_000,
-                            rate_eps=DEMO_RATE_EPS, seed=seed, warmup_ms=HISTORY_MS)
-    for kind, what in (("demand_surge", "surge"), ("negative_review_spike", "negative-review spike")):
-        first = next((t for t in generator.truth(sc) if t["kind"] == kind), None)
-        if first:
-            after_ms = int(first["start_ms"]) - now_ms  # type: ignore[call-overload]
-            print(f"  injected: x{first['factor']:g} {what} on {first['product_id']} at event time "
-                  f"+{after_ms / 60_000:.0f} min (about {after_ms / 1000 / LIVE_SPEED:.0f} s after the history "
-                  "is loaded)", flush=True)
+    for line in story.plan_lines(horizon_ms=int((duration_s or 240) * 1000 * LIVE_SPEED)):
+        print(line, flush=True)
     history, live = split_at(generator.events(sc, seed), now_ms)
 
     async def traffic() -> None:
         names = dict(settings.topics)
+        print(f"  loading {HISTORY_MS // 60_000} min of history (event time before +0 min) ...", flush=True)
         await loadgen.produce(bootstrap, history, speed=None, progress=False, topic_names=names)
-        print(f"  history loaded ({time.monotonic() - started:.0f} s); live traffic at {LIVE_SPEED:g}x",
-              flush=True)
-        await loadgen.produce(bootstrap, live, speed=LIVE_SPEED, progress=False, topic_names=names)
+        print(f"  history loaded ({time.monotonic() - started:.0f} s); live traffic at {LIVE_SPEED:g}x", flush=True)
+        await loadgen.produce(bootstrap, _announcing(live, story), speed=LIVE_SPEED, progress=False,
+                              topic_names=names)
 
     task = asyncio.create_task(traffic())
     try:
         while True:
             await asyncio.sleep(0.5)
             if worker.poll() is not None:
-                print(f"streamproc demo: the worker stopped (exit {worker.returncode})", file=sys.stderr)
+                print(f"streamproc demo: the worker stopped (exit {worker.returncode}); the end of {log_path}:\n"
+                      f"{_tail(log_path)}", file=sys.stderr)
                 return 1
             if task.done() and task.exception() is not None:
                 raise task.exception()  # type: ignore[misc]
@@ -116,8 +137,7 @@ async def _main(settings: Settings, bootstrap: str, duration_s: float | None, we
             await task
         stop_process_group(worker)
         await runner.cleanup()
-        print(f"streamproc demo: stopped; {sum(a['status'] == 'firing' for a in seen)} alerts fired, "
-              f"{sum(a['status'] == 'resolved' for a in seen)} resolved", flush=True)
+        print(f"streamproc demo: stopped; {story.summary()}", flush=True)
 
 
 def run_demo(settings: Settings, *, duration_s: float | None, web_port: int | None, seed: int) -> int:

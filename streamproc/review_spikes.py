@@ -183,9 +183,9 @@ def _evidence(p: ProductState, start_ms: int, end_ms: int, k: int) -> dict[str, 
 
 def _describe(v: Verdict, baseline: float, start_ms: int) -> str:
     return (f"{v.k:g} of {v.n:g} reviews negative ({v.k / v.n:.0%}) in the {v.window_ms / MIN_MS:g} min window "
-            f"starting {alerts_mod.rfc3339(start_ms)}, against a usual {baseline:.0%} for this product "
+            f"starting {alerts_mod.event_time_text(start_ms)}, against a usual {baseline:.0%} for this product "
             f"(lower confidence bound of the share {v.bound:.0%}); score {v.score:.3f}.") if v.n else \
-        f"no scored reviews in the {v.window_ms / MIN_MS:g} min window starting {alerts_mod.rfc3339(start_ms)}."
+        f"no scored reviews in the {v.window_ms / MIN_MS:g} min window starting {alerts_mod.event_time_text(start_ms)}."
 
 
 def on_close(p: ProductState, b: int, size: int, cfg: ReviewSpikeConfig, out: list[Output]) -> None:

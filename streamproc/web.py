@@ -36,8 +36,10 @@ def _features(rt: Runtime, settings: Settings, pid: str) -> dict[str, Any]:
 
 
 async def feature_one(request: web.Request) -> web.Response:
+    """One product's features; 404 (same body, status ``NOT_FOUND``) for a product with none yet."""
     rt, st = request.app[RUNTIME], request.app[SETTINGS]
-    return _json(_features(rt, st, request.match_info["product_id"]))
+    body = _features(rt, st, request.match_info["product_id"])
+    return _json(body, 404 if body["status"] == "NOT_FOUND" else 200)
 
 
 async def feature_many(request: web.Request) -> web.Response:

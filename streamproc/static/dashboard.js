@@ -8,7 +8,9 @@ const num = (x, d = 0) => x == null ? "–" : Number(x).toLocaleString(undefined
 const rate = x => x == null ? "–" : (x >= 100 ? num(x) : num(x, 1)) + "/s";
 const secs = s => s == null ? "–" : s < 90 ? num(s, 1) + " s" : s < 5400 ? num(s / 60, 1) + " min" : num(s / 3600, 1) + " h";
 const pct = x => x == null ? "–" : num(100 * x, 0) + " %";
-const when = iso => { const d = new Date(iso); return isNaN(d) ? esc(iso) : d.toLocaleTimeString(); };
+// Every time on the page is UTC (as in the alert descriptions), labelled event time or wall clock.
+const utc = (t, withSeconds = false) => { const d = new Date(t); return isNaN(d) ? esc(t) : d.toISOString().slice(11, withSeconds ? 19 : 16) + " UTC"; };
+const when = iso => utc(iso);
 
 let last = null;        // latest snapshot
 let lastAt = 0;         // Date.now() when it arrived
@@ -90,7 +92,7 @@ function renderAlerts(alerts, silencesEnabled) {
       <div class="desc">${esc(a.annotations?.summary)}</div>
       <div class="meta">${esc(a.annotations?.description)}</div>
       <div class="meta">observed ${num(a.observed, 1)} · expected ${num(a.expected, 1)} · score ${num(a.score, 3)} ·
-        since ${when(a.starts_at)}</div>
+        since ${when(a.starts_at)} (event time)</div>
       ${snippets ? `<ul class="snippets">${snippets}</ul>` : ""}
       ${silencesEnabled ? `<div class="actions"><select data-role="duration" aria-label="silence for">${opts}</select>
         <button type="button" data-action="silence">Silence</button></div>` : ""}
@@ -102,7 +104,7 @@ function renderAlerts(alerts, silencesEnabled) {
 function renderTrend(id, signal, rows) {
   if (!rows.length) { setHTML(id, '<tbody><tr><td class="muted">no data yet</td></tr></tbody>'); return; }
   const col = signal === "orders" ? "orders_5m" : "clicks_5m";
-  const body = rows.map(p => `<tr class="${p.firing ? "firing" : ""}" data-product="${esc(p.product_id)}">
+  const body = rows.map(p => `<tr class="${p.firing ? "firing" : ""}" data-product="${esc(p.product_id)}" data-count="${p[col] ?? 0}">
     <td>${esc(p.product_id)}</td><td class="muted">${esc(p.category ?? "")}</td>
     <td class="num">${num(p[col])}</td>
     <td><span class="bar" style="width:${Math.round(40 * Math.min(1, p.surge_score))}px"></span> ${num(p.surge_score, 2)}</td>
@@ -111,18 +113,23 @@ function renderTrend(id, signal, rows) {
     `<th>last hour</th></tr></thead><tbody>${body}</tbody>`);
 }
 
-function renderSentiment(rows, model) {
+function renderSentiment(rows, model, prior) {
   const m = $("model");
   m.textContent = model ? "model on" : "no model";
   m.title = model ? "" : "no sentiment model is installed yet: review counts only";
   if (!rows.length) { setHTML("sentiment", '<tbody><tr><td class="muted">no reviews in the last 24 h</td></tr></tbody>'); return; }
   const noModel = '<span class="muted" title="no sentiment model yet">no model</span>';
-  const body = rows.map(r => `<tr class="${r.firing ? "firing" : ""}"><td>${esc(r.product_id)}</td>
+  const body = rows.map(r => `<tr class="${r.firing ? "firing" : ""}" data-product="${esc(r.product_id)}"
+    data-negative="${r.negative_24h ?? ""}" data-reviews="${r.reviews_24h}"><td>${esc(r.product_id)}</td>
     <td class="muted">${esc(r.category ?? "")}</td><td class="num">${num(r.reviews_24h)}</td>
     <td class="num">${r.sentiment_mean_24h == null ? noModel : num(r.sentiment_mean_24h, 2)}</td>
-    <td class="num">${r.negative_share_24h == null ? noModel : pct(r.negative_share_24h)}</td></tr>`).join("");
+    <td class="num">${r.negative_share_24h == null ? noModel :
+      `${num(r.negative_24h)} · ${pct(r.negative_share_24h)}`}</td>
+    <td class="num">${r.negative_share_adjusted_24h == null ? "–" : pct(r.negative_share_adjusted_24h)}</td></tr>`).join("");
   setHTML("sentiment", `<thead><tr><th>product</th><th>category</th><th class="num">reviews</th>` +
-    `<th class="num">mean sentiment</th><th class="num">negative</th></tr></thead><tbody>${body}</tbody>`);
+    `<th class="num">mean sentiment</th><th class="num">negative</th>` +
+    `<th class="num" title="negative share with 10 reviews' worth of the shop-wide share (${prior == null ? "–" : pct(prior)}) added: what the ranking uses, so that few reviews weigh little">weighted</th>` +
+    `</tr></thead><tbody>${body}</tbody>`);
 }
 
 function render(st) {
@@ -130,12 +137,14 @@ function render(st) {
   const ready = $("ready");
   ready.textContent = st.health.ready ? "ready" : "starting";
   ready.className = "pill " + (st.health.ready ? "ok" : "muted");
-  $("updated").textContent = "updated " + new Date().toLocaleTimeString();
+  $("updated").textContent = `wall clock ${utc(st.now_ms, true)} · event time ` +
+    (st.watermark_ms == null ? "–" : utc(st.watermark_ms, true));
   renderHealth(st.health, st);
   renderAlerts(st.alerts, st.silences_enabled);
   renderTrend("trend-orders", "orders", st.trending.orders);
   renderTrend("trend-clicks", "clicks", st.trending.clicks);
-  renderSentiment(st.sentiment, st.sentiment_model);
+  renderSentiment(st.sentiment, st.sentiment_model, st.negative_share_shop_24h);
+  $("sentiment").dataset.prior = st.negative_share_shop_24h ?? "";
 }
 
 // -- silences -----------------------------------------------------------------------------------------
@@ -159,7 +168,7 @@ async function silence(alert, durationMs) {
     }
     const res = await r.json().catch(() => ({}));
     if (!r.ok) { toast(`silence refused: ${res.error || r.status}`, true); return; }
-    toast(`silenced ${alert.dedup_key} until ${new Date(nowMs + durationMs).toLocaleTimeString()} (${res.silenceID})`);
+    toast(`silenced ${alert.dedup_key} until ${utc(nowMs + durationMs)} wall clock (${res.silenceID})`);
     return;
   }
 }

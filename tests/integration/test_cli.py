@@ -57,6 +57,7 @@ def test_demo_shows_the_injected_surge_within_90s_and_ctrl_c_leaves_nothing(tmp_
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMPROC_")}
     env["PYTHONUNBUFFERED"] = "1"
+    env["STREAMPROC_DATA_DIR"] = str(tmp_path / "data")
     log = tmp_path / "demo.log"
     with open(log, "w") as fh:
         proc = subprocess.Popen([sys.executable, "-m", "streamproc", "demo", "--web-port", str(port)],
@@ -72,8 +73,8 @@ def test_demo_shows_the_injected_surge_within_90s_and_ctrl_c_leaves_nothing(tmp_
             for c in list(children):
                 children.update(_children_of(c))
             text = log.read_text()
-            if surge_product is None and "injected:" in text:
-                surge_product = text.split("surge on ", 1)[1].split()[0]
+            if surge_product is None and "x10 demand surge on " in text:
+                surge_product = text.split("x10 demand surge on ", 1)[1].split()[0]
             if surge_product and f"demand_surge           {surge_product}" in text:
                 seen_on_receiver = True
             if surge_product and not seen_on_api:
@@ -98,7 +99,61 @@ def test_demo_shows_the_injected_surge_within_90s_and_ctrl_c_leaves_nothing(tmp_
     time.sleep(0.5)
     assert children, "the demo started no child processes?"
     assert _alive(sorted(children)) == [], log.read_text()[-2000:]
-    assert "stopped;" in log.read_text()
+    text = log.read_text()
+    assert "stopped;" in text
+    _check_the_story(text, surge_product, tmp_path / "data" / "demo-worker.log")
+
+
+def _check_the_story(text: str, surge_product: str, worker_log: Path) -> None:
+    """The console reads like a story: the plan, each injection announced once as it starts (before the
+    alerts it causes), each alert once and marked; the worker's own log went to its file."""
+    lines = text.splitlines()
+    plan = [ln.split()[0] for ln in lines if ln.startswith("    #")]
+    assert plan[:3] == ["#1", "#2", "#3"], text[:3000]
+    announced = [ln for ln in lines if ln.startswith("[inject]")]
+    numbers = [ln.split()[3] for ln in announced]
+    assert numbers and numbers == sorted(set(numbers), key=lambda n: int(n[1:])), announced
+    first_surge_alert = next(i for i, ln in enumerate(lines)
+                             if ln.startswith("[webhook]") and f"demand_surge           {surge_product}" in ln)
+    assert any(ln.startswith("[inject]") and surge_product in ln for ln in lines[:first_surge_alert])
+    assert "[injection #1]" in lines[first_surge_alert]
+    alerts = [ln for ln in lines if ln.startswith("[webhook]")]
+    assert alerts and all("[injection #" in ln or "[not injected" in ln for ln in alerts), alerts
+    assert len(alerts) == len(set(alerts))  # each alert once
+    # no Faust/aiokafka log lines, warnings or terminal escape codes on the console
+    assert "WARNING" not in text and "buffer full" not in text and "\x1b[" not in text, text[-3000:]
+    assert worker_log.exists() and "streamproc worker" in worker_log.read_text()
+    summary = next(ln for ln in lines if "stopped;" in ln)
+    assert "matching an injection" in summary and "started injections alerted" in summary
+
+
+def test_demo_with_its_web_port_taken_exits_2_at_once_with_one_line() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMPROC_")}
+        started = time.monotonic()
+        r = _streamproc("demo", "--web-port", str(port), env=env, timeout=30)
+        took = time.monotonic() - started
+        env["STREAMPROC_WEB_PORT"] = str(port)
+        worker = _streamproc("worker", env=env, timeout=30)
+    assert r.returncode == 2, r.stderr
+    assert r.stdout == ""  # nothing was started: no broker address, no dashboard URL, no plan
+    assert r.stderr.strip().splitlines() == [
+        f"streamproc: error: port {port} is in use (another streamproc demo or worker, or another program); "
+        "pick a free one with --web-port N (or STREAMPROC_WEB_PORT=N)"]
+    assert took < 15  # no broker start, no worker start-up and time-out
+    assert worker.returncode == 2 and worker.stdout == ""
+    assert worker.stderr.strip().splitlines() == [
+        f"streamproc: error: port {port} is in use (another streamproc demo or worker, or another program); "
+        "pick a free one with STREAMPROC_WEB_PORT=N"]
+
+
+def test_demo_with_an_impossible_port_names_the_flag() -> None:
+    r = _streamproc("demo", "--web-port", "99999")
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr.strip().splitlines()[-1] == "streamproc: error: argument --web-port: 99999 is not a port number; use 1-65535"
 
 
 def test_broker_command_prints_bootstrap_and_stops_on_ctrl_c() -> None:

@@ -2,7 +2,11 @@
 worker on the embedded broker fed generated traffic with an injected surge.
 
 The page is opened before the traffic is sent, so the surge has to arrive over the live event stream
-(no reload). Then a silence is created from the alert's button and must show up in ``GET /silences``.
+(no reload). The page's tables are checked as rendered: trending lists only products with activity, the
+sentiment table is ranked by evidence (the negative share shrunk towards the shop-wide share, computed
+here again from the counts shown), times are labelled UTC event time or wall clock, and nothing the page asks for is
+missing (favicon included). Then a silence is created from the alert's button and must show up in
+``GET /silences``.
 A screenshot goes to the test's tmp_path and to ``test-output/`` at the repository root.
 
 Skipped only when Chromium (or Playwright) is missing *and* ``CI`` is not set: CI installs Chromium
@@ -14,12 +18,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+import re
 import shutil
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 
@@ -57,6 +62,37 @@ def _chromium() -> str:
     return path  # type: ignore[return-value]
 
 
+def _check_rankings(page: Any) -> None:
+    """Trending by orders: only products with orders in the last 5 min (or firing). Sentiment: firing first,
+    then by the lower bound of the negative share, so a single bad review does not top the table."""
+    trend = page.eval_on_selector_all(
+        "#trend-orders tbody tr[data-product]",
+        "rows => rows.map(r => [r.dataset.product, Number(r.dataset.count), r.classList.contains('firing')])")
+    assert trend and all(count > 0 or firing for _, count, firing in trend), trend
+    page.wait_for_function(
+        "document.querySelectorAll('#sentiment tbody tr[data-product][data-negative]:not([data-negative=\"\"])')"
+        ".length >= 3", timeout=30_000)
+    rows = page.eval_on_selector_all(
+        "#sentiment tbody tr[data-product]",
+        "rows => rows.map(r => [r.dataset.product, Number(r.dataset.negative), Number(r.dataset.reviews), "
+        "r.classList.contains('firing')])")
+    prior = float(page.get_attribute("#sentiment", "data-prior") or "nan")
+    assert 0 < prior < 1, prior
+    # recomputed here from the counts on the page: the negative share with 10 reviews at the shop's share
+    keys = [(not firing, -round((k + 10 * prior) / (n + 10), 3)) for _, k, n, firing in rows]
+    assert keys == sorted(keys), (prior, rows)
+    # the issue's case: a single (negative) review does not top the table over products with several
+    assert any(k >= 2 for _, k, _, _ in rows) and rows[0][2] > 1, rows
+
+
+def _check_times(page: Any, key: str) -> None:
+    updated = page.text_content("#updated") or ""
+    assert re.fullmatch(r"wall clock \d\d:\d\d:\d\d UTC · event time \d\d:\d\d:\d\d UTC", updated), updated
+    meta = page.locator(f'.alert[data-dedup-key="{key}"] .meta').all_inner_texts()
+    assert any(re.search(r"since \d\d:\d\d UTC \(event time\)", m) for m in meta), meta
+    assert any("UTC (event time)" in m for m in meta), meta  # the description's window start, labelled
+
+
 def _off_loop(fn: Callable[[], T]) -> T:
     """Run ``fn`` in another thread: Playwright's sync API keeps an event loop running in this one."""
     with ThreadPoolExecutor(1) as pool:
@@ -89,7 +125,9 @@ def test_surge_shows_live_and_a_silence_is_created_from_the_page(embedded_broker
             try:
                 page = ctx.pages[0] if ctx.pages else ctx.new_page()
                 errors: list[str] = []
+                missing: list[str] = []
                 page.on("pageerror", lambda exc: errors.append(str(exc)))
+                page.on("response", lambda r: missing.append(f"{r.status} {r.url}") if r.status >= 400 else None)
                 page.goto(worker.url + "/", wait_until="domcontentloaded")
                 page.wait_for_selector("#conn.ok", timeout=15_000)  # the event stream is live
 
@@ -109,6 +147,11 @@ def test_surge_shows_live_and_a_silence_is_created_from_the_page(embedded_broker
                 page.wait_for_selector(f'#trend-orders tr[data-product="{top}"] svg.spark', timeout=10_000)
                 health = page.text_content("#health") or ""
                 assert "clicks" in health and "watermark delay" in health
+                assert key is not None
+                _check_rankings(page)
+                _check_times(page, key)
+                favicon = page.request.get(worker.url + "/favicon.ico")
+                assert favicon.status == 200 and favicon.headers["content-type"] == "image/svg+xml"
 
                 card.locator("button[data-action=silence]").click()
                 page.wait_for_function("document.getElementById('toast').textContent.startsWith('silenced')",
@@ -123,6 +166,7 @@ def test_surge_shows_live_and_a_silence_is_created_from_the_page(embedded_broker
                 page.wait_for_selector(f'.alert.silenced[data-dedup-key="{key}"]', timeout=10_000)
                 page.screenshot(path=str(shot), full_page=True)
                 assert not errors, errors
+                assert not missing, missing
             finally:
                 ctx.close()
     finally:

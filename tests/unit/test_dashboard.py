@@ -169,7 +169,60 @@ async def test_sentiment_is_listed_per_reviewed_product_with_null_scores_until_a
     body = await state(client)
     assert body["sentiment_model"] is False
     assert body["sentiment"] == [{"product_id": "P1", "category": "shoes", "reviews_24h": 2,
-                                  "sentiment_mean_24h": None, "negative_share_24h": None, "firing": False}]
+                                  "sentiment_mean_24h": None, "negative_share_24h": None, "negative_24h": None,
+                                  "firing": False, "negative_share_adjusted_24h": None}]
+    assert body["negative_share_shop_24h"] is None
+
+
+def _reviewed(world: World, pid: str, reviews: int, negative: int) -> None:
+    """A product whose latest features record counts ``negative`` of ``reviews`` scored reviews as negative."""
+    from streamproc.demand import ProductState
+
+    p = world.runtime.engine.index.setdefault(pid, ProductState(pid, next_close_ms=T0 + MIN, category="shoes"))
+    p.features = {"product_id": pid, "features": {"reviews_24h": float(reviews), "sentiment_mean_24h": 0.0,
+                                                  "negative_share_24h": negative / reviews}}
+
+
+async def test_sentiment_ranks_by_evidence_not_by_the_share_of_a_single_review(client: Any, world: World) -> None:
+    _reviewed(world, "ONE-BAD", 1, 1)        # 100 % of one review
+    _reviewed(world, "MANY-BAD", 40, 24)     # 60 % of forty
+    _reviewed(world, "SOME-BAD", 10, 6)      # 60 % of ten
+    _reviewed(world, "FINE", 50, 2)
+    body = await state(client)
+    rows = body["sentiment"]
+    assert [r["product_id"] for r in rows] == ["MANY-BAD", "SOME-BAD", "ONE-BAD", "FINE"]
+    assert (rows[0]["negative_24h"], rows[2]["negative_24h"]) == (24, 1)
+    assert body["negative_share_shop_24h"] == pytest.approx(33 / 101)
+    # 24 of 40 plus 10 reviews at the shop's 33/101: (24 + 10 * 33/101) / 50
+    assert rows[0]["negative_share_adjusted_24h"] == pytest.approx((24 + 10 * 33 / 101) / 50, abs=1e-4)
+    # an open negative-review incident goes first, whatever the counts
+    fire(world, "FINE", alertname="negative_review_spike")
+    assert [r["product_id"] for r in (await state(client))["sentiment"]][0] == "FINE"
+
+
+async def test_trending_lists_only_products_with_activity_on_that_signal(client: Any, world: World) -> None:
+    await world.records("clicks", click("BROWSED", T0 + 500))  # clicks, never an order
+    await world.minutes(3)  # P1: clicks and orders every minute
+    body = await state(client)
+    assert [p["product_id"] for p in body["trending"]["orders"]] == ["P1"]
+    assert {p["product_id"] for p in body["trending"]["clicks"]} == {"P1", "BROWSED"}
+    # ties on the surge score are broken by the activity itself, the busiest first
+    assert [p["product_id"] for p in body["trending"]["clicks"]] == ["P1", "BROWSED"]
+
+
+async def test_snapshot_carries_wall_clock_and_event_time(client: Any, world: World) -> None:
+    await world.minutes(2)
+    body = await state(client)
+    assert body["now_ms"] == world.clock.now_ms()
+    wm = body["watermark_ms"]
+    assert wm is not None and T0 + MIN <= wm <= world.clock.now_ms()
+
+
+async def test_favicon_is_served(client: Any) -> None:
+    for path in ("/favicon.ico", "/static/favicon.svg"):
+        resp = await client.get(path)
+        assert resp.status == 200 and resp.content_type == "image/svg+xml", path
+        assert (await resp.read()).startswith(b"<svg")
 
 
 async def test_health_counts_records_per_topic_dead_letters_and_watermark_delay(client: Any, world: World) -> None:

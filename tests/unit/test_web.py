@@ -106,7 +106,8 @@ async def feed_first_minute(world: World) -> None:
 
 
 async def test_features_not_found_then_present_after_the_window_closes(client: Any, world: World) -> None:
-    assert (await get_json(client, "/features/P1")) == {
+    # A single-resource GET for a product with no features yet is a 404, with the same body shape.
+    assert (await get_json(client, "/features/P1", 404)) == {
         "product_id": "P1", "status": "NOT_FOUND", "as_of_ms": None, "features": {}}
     await feed_first_minute(world)
     body = await get_json(client, "/features/P1")
@@ -123,7 +124,7 @@ async def test_features_not_found_then_present_after_the_window_closes(client: A
     published = [r for r in world.published("product-features") if r["product_id"] == "P1"]
     assert published and published[-1]["features"] == f
     # a product still inside its open window is not served yet
-    assert (await get_json(client, "/features/P3"))["status"] == "NOT_FOUND"
+    assert (await get_json(client, "/features/P3", 404))["status"] == "NOT_FOUND"
 
 
 async def test_features_outside_max_age_when_not_recomputed_for_too_long(client: Any, world: World) -> None:
