@@ -174,8 +174,15 @@ class Runner:
             # Scored in a thread while the loop goes on; the partitions wait until the scores are counted.
             self.consumer.pause(*reviews)
             recs = [m for msgs in reviews.values() for m in msgs]
-            task = asyncio.ensure_future(self.runtime.score_reviews(recs))
+            size = self.settings.sentiment_batch
+            task = asyncio.ensure_future(self._score(recs, size))
             self.reviews.append((epoch, reviews, task))
+
+    async def _score(self, recs: list[Any], size: int) -> list[Any]:
+        out: list[Any] = []
+        for i in range(0, len(recs), size):
+            out += await self.runtime.score_reviews(recs[i:i + size])
+        return out
 
     async def _collect_reviews(self) -> None:
         """Count the review batches whose scores are in, in the order they were fetched."""
