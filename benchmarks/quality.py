@@ -22,10 +22,9 @@ from typing import Any
 import orjson
 
 from streamproc import generator
-from streamproc.clock import FakeClock
 from streamproc.evaluation import match_alerts
-from streamproc.runtime import ORDER_ITEMS, Record, Runtime, partition_for
-from streamproc.settings import INPUT_TOPICS, Settings
+from streamproc.settings import Settings
+from streamproc.testing import Harness
 
 MIN = 60_000
 START_MS = 1_780_000_000_000 - 1_780_000_000_000 % MIN
@@ -43,46 +42,16 @@ def _scenario(seed: int) -> generator.Scenario:
 
 async def _run_seed(seed: int) -> tuple[list[dict[str, Any]], int]:
     sc = _scenario(seed)
-    settings = Settings.from_env(DETECTOR_ENV)
-    clock = FakeClock(sc.start_ms)
-    sent: list[tuple[str, bytes | None, bytes]] = []
+    h = Harness(Settings.from_env(DETECTOR_ENV), start_ms=sc.start_ms, assign=True)
 
-    async def send(logical: str, key: bytes | None, value: bytes, headers: Any) -> None:
-        sent.append((logical, key, value))
-
-    rt = Runtime(settings, send, clock=clock)
-    n = settings.partitions
-    for logical in (*INPUT_TOPICS, ORDER_ITEMS):
-        for p in range(n):
-            rt.assign(logical, p)
-    rt.ready = True
-    offsets: dict[tuple[str, int], int] = defaultdict(int)
-    alerts: list[dict[str, Any]] = []
-
-    def record(logical: str, key: bytes | None, value: bytes) -> Record:
-        p = partition_for(key.decode(), n) if key else 0
-        off = offsets[logical, p]
-        offsets[logical, p] = off + 1
-        return Record(logical, p, off, key, value)
-
-    async def flush(logical: str, batch: list[Record], ts: int) -> None:
-        clock.advance(max(0, ts - clock.now_ms()))
-        await rt.on_records(logical, batch)
-        while True:
-            items = [(k, v) for t, k, v in sent if t == ORDER_ITEMS]
-            rest = [s for s in sent if s[0] != ORDER_ITEMS]
-            sent.clear()
-            _collect(rest, alerts)
-            if not items:
-                break
-            await rt.on_records(ORDER_ITEMS, [record(ORDER_ITEMS, k, v) for k, v in items])
-        await rt.tick()
-        _collect(sent, alerts)
-        sent.clear()
+    async def flush(logical: str, batch: list[tuple[bytes | None, bytes]], ts: int) -> None:
+        h.clock.advance(max(0, ts - h.clock.now_ms()))
+        await h.feed(logical, batch)
+        await h.tick()
 
     count = 0
     cur: str | None = None
-    batch: list[Record] = []
+    batch: list[tuple[bytes | None, bytes]] = []
     last_ts = sc.start_ms
     for topic, key, value, ts in generator.events(sc, seed):
         count += 1
@@ -90,21 +59,15 @@ async def _run_seed(seed: int) -> tuple[list[dict[str, Any]], int]:
             if batch and cur is not None:
                 await flush(cur, batch, last_ts)
             cur, batch = topic, []
-        batch.append(record(topic, key, value))
+        batch.append((key, value))
         last_ts = ts
     if batch and cur is not None:
         await flush(cur, batch, last_ts)
     # Let the wall clock run past the end so every bucket closes (idle advance).
     for _ in range(10):
-        clock.advance(MIN)
-        await rt.tick()
-        _collect(sent, alerts)
-        sent.clear()
-    return [a for a in alerts if a["window"]["start_ms"] < sc.end_ms], count
-
-
-def _collect(sent: list[tuple[str, bytes | None, bytes]], alerts: list[dict[str, Any]]) -> None:
-    alerts.extend(orjson.loads(v) for t, _k, v in sent if t == "alerts")
+        h.clock.advance(MIN)
+        await h.tick()
+    return [a for a in h.outputs("alerts") if a["window"]["start_ms"] < sc.end_ms], count
 
 
 def synthetic_quality(seeds: list[int]) -> dict[str, Any]:

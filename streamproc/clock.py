@@ -44,3 +44,8 @@ class FakeClock:
     def advance(self, ms: int) -> None:
         self._ms += ms
         self._mono += ms / 1000.0
+
+    def set(self, ms: int) -> None:
+        """Jump to ``ms`` (also back: a clock that follows the event time of out-of-order input)."""
+        self._mono += max(0, ms - self._ms) / 1000.0
+        self._ms = ms

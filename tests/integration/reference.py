@@ -1,8 +1,8 @@
 """What a run of the worker must produce, and how to compare: shared by the recovery, RocksDB and scale-out
 tests.
 
-The reference is the pure engine (``Runtime`` with a fake clock that follows event time, no broker, order
-lines handed straight back, the worker's sentiment model) over the same records. A worker run — one worker or several, crashed and
+The reference is the pure engine (``streamproc.testing.Harness``: a fake clock that follows event time, no
+broker, order lines handed straight back, the worker's sentiment model) over the same records. A worker run — one worker or several, crashed and
 restarted, rebalanced — must give exactly its product-features records (a window emitted again after a
 crash or a rebalance must be an identical copy) and exactly its product alert transitions.
 """
@@ -15,13 +15,10 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
 from streamproc import generator
-from streamproc.clock import FakeClock
-from streamproc.runtime import Record, Runtime, partition_for
 from streamproc.sentiment import load_scorer
 from streamproc.settings import Settings
+from streamproc.testing import Harness
 
 MIN = 60_000
 START_MS = 1_780_000_000_000 - 1_780_000_000_000 % MIN
@@ -31,37 +28,20 @@ COUNTED = ("streamproc_records_processed_total{", "streamproc_dead_letters_total
 
 def offline(settings: Settings, sc: generator.Scenario, seed: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Features and alerts of the pure engine over ``generator.events(sc, seed)``, up to the scenario's end."""
-    sent: list[tuple[str, bytes | None, bytes]] = []
-
-    async def send(topic: str, key: bytes | None, value: bytes, headers: Any) -> None:
-        sent.append((topic, key, value))
-
-    clock = FakeClock(sc.start_ms)
-    rt = Runtime(settings, send, clock=clock, scorer=load_scorer(settings.model_dir))  # the worker's model
-    n = settings.partitions
+    h = Harness(settings, start_ms=sc.start_ms, scorer=load_scorer(settings.model_dir))  # the worker's model
 
     async def run() -> None:
-        offsets: collections.Counter[tuple[str, int]] = collections.Counter()
         for i, (topic, key, value, ts) in enumerate(generator.events(sc, seed)):
-            clock._ms = ts  # noqa: SLF001 - the fake clock follows event time
-            p = partition_for(key.decode(), n)
-            await rt.on_records(topic, [Record(topic, p, offsets[(topic, p)], key, value)])
-            offsets[(topic, p)] += 1
-            while sent and sent[-1][0] == "order-items":
-                _t, k, v = sent.pop()
-                q = partition_for(k.decode(), n)  # type: ignore[union-attr]
-                await rt.on_records("order-items", [Record("order-items", q, offsets[("oi", q)], k, v)])
-                offsets[("oi", q)] += 1
+            h.clock.set(ts)  # the fake clock follows event time
+            await h.feed(topic, [(key, value)])
             if i % 300 == 0:
-                await rt.tick()
-        clock._ms = sc.end_ms + 2 * MIN  # noqa: SLF001
-        await rt.tick()
+                await h.tick()
+        h.clock.set(sc.end_ms + 2 * MIN)
+        await h.tick()
 
     asyncio.run(run())
-    feats = [orjson.loads(v) for t, _k, v in sent if t == "product-features"]
-    alerts = [orjson.loads(v) for t, _k, v in sent if t == "alerts"]
-    return ([f for f in feats if f["as_of_ms"] <= sc.end_ms],
-            [a for a in alerts if a["window"]["start_ms"] < sc.end_ms])
+    return ([f for f in h.outputs("product-features") if f["as_of_ms"] <= sc.end_ms],
+            [a for a in h.outputs("alerts") if a["window"]["start_ms"] < sc.end_ms])
 
 
 def counted(worker_url: str) -> float:
