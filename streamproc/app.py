@@ -13,6 +13,7 @@ topics with aiokafka directly, in batches, and keeps its state in its own change
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 from typing import Any
@@ -71,7 +72,18 @@ class WorkerService(Service):  # type: ignore[misc]
         await aioweb.TCPSite(self.web, self.settings.web_bind, self.settings.web_port).start()
         log.warning("streamproc web on http://%s:%d", self.settings.web_host, self.settings.web_port)
         await self.runner.start()
-        self.add_future(self.runner.run())
+        self.add_future(self._run())
+
+    async def _run(self) -> None:
+        try:
+            await self.runner.run()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            # A loop that died must not leave a process that answers /healthz and reads nothing: stop the worker
+            # (exit 1); its supervisor restarts it from the last checkpoint.
+            log.exception("the processing loop failed; stopping the worker")
+            await self.crash(exc)
 
     async def on_stop(self) -> None:
         await self.runner.stop()
