@@ -95,8 +95,8 @@ class Runner:
         self.committed: dict[TopicPartition, int] = {}
         self.assigned_at: dict[TopicPartition, int] = {}
         self.first_high: dict[TopicPartition, int] = {}
-        self.reviews: list[tuple[int, dict[TopicPartition, list[Any]], asyncio.Future[Any]]] = []
-        """Review batches being scored, oldest first: (epoch, records by partition, the scoring task)."""
+        self.reviews: list[tuple[int, TopicPartition, list[Any], asyncio.Future[Any]]] = []
+        """Review chunks being scored, in fetch order: (epoch, partition, records, the scoring task)."""
         self.checkpointed_at = time.monotonic()
         self._stopping = False
         self._started = False
@@ -171,35 +171,27 @@ class Runner:
                 continue
             await self._count(tp, logical, msgs)
         if reviews:
-            # Scored in a thread while the loop goes on; the partitions wait until the scores are counted.
+            # Scored in chunks in a thread while the loop goes on; a partition waits until its reviews are counted.
             self.consumer.pause(*reviews)
-            recs = [m for msgs in reviews.values() for m in msgs]
             size = self.settings.sentiment_batch
-            task = asyncio.ensure_future(self._score(recs, size))
-            self.reviews.append((epoch, reviews, task))
-
-    async def _score(self, recs: list[Any], size: int) -> list[Any]:
-        out: list[Any] = []
-        for i in range(0, len(recs), size):
-            out += await self.runtime.score_reviews(recs[i:i + size])
-        return out
+            for tp, msgs in reviews.items():
+                for i in range(0, len(msgs), size):
+                    chunk = msgs[i:i + size]
+                    self.reviews.append((epoch, tp, chunk, asyncio.ensure_future(self.runtime.score_reviews(chunk))))
 
     async def _collect_reviews(self) -> None:
-        """Count the review batches whose scores are in, in the order they were fetched."""
-        while self.reviews and self.reviews[0][2].done():
-            epoch, reviews, task = self.reviews.pop(0)
+        """Count the review chunks whose scores are in, in the order they were fetched."""
+        while self.reviews and self.reviews[0][3].done():
+            epoch, tp, msgs, task = self.reviews.pop(0)
             scored = task.result()
             if epoch != self.epoch:
                 continue  # fetched before a revocation: read again from the committed offset
-            i = 0
-            for tp, msgs in reviews.items():
-                await self._count(tp, "reviews", msgs, scored[i:i + len(msgs)])
-                i += len(msgs)
-            with contextlib.suppress(IllegalStateError):
-                self.consumer.resume(*[tp for tp in reviews if tp in self.consumer.assignment()])
+            await self._count(tp, "reviews", msgs, scored)
+            if tp in self.consumer.assignment() and not any(r[1] == tp for r in self.reviews):
+                self.consumer.resume(tp)
 
     def _drop_reviews(self) -> None:
-        for _epoch, _reviews, task in self.reviews:
+        for *_rest, task in self.reviews:
             task.cancel()
         self.reviews.clear()
 
