@@ -8,7 +8,6 @@ tests). Nothing here blocks the event loop.
 from __future__ import annotations
 
 import asyncio
-import base64
 import itertools
 import logging
 import time
@@ -23,6 +22,7 @@ import orjson
 from aiokafka.partitioner import murmur2
 
 from .clock import Clock, SystemClock
+from .dead_letters import dead_letter
 from .demand import DemandEngine, Output, ProductState
 from .events import Click, DecodeError, Order, OrderItem, Review, decoder_for
 from .fronts import WAIT, Fronts
@@ -271,15 +271,14 @@ class Runtime:
         return err
 
     async def dead_letter(self, logical: str, rec: Record, kind: str, message: str) -> None:
-        """Send a record to the dead-letter topic with its original bytes, headers and the reason."""
-        body = orjson.dumps({
-            "source": {"topic": rec.topic, "partition": rec.partition, "offset": rec.offset},
-            "error": {"kind": kind, "message": message[:1000]},
-            "payload_b64": base64.b64encode(rec.value or b"").decode(),
-            "dead_lettered_at_ms": self.clock.now_ms(),
-        })
-        headers = list(rec.headers or []) + [("streamproc-error", kind.encode())]
-        await self.send("dead-letters", rec.key, body, headers)
+        """Send a record to the dead-letter topic with its original bytes, headers and the reason; cut to
+        what one produce request takes, with the original's size and digest (dead_letters.py)."""
+        dl = dead_letter({"source": {"topic": rec.topic, "partition": rec.partition, "offset": rec.offset},
+                          "error": {"kind": kind, "message": message[:1000]},
+                          "dead_lettered_at_ms": self.clock.now_ms()},
+                         payload=rec.value, key=rec.key, headers=rec.headers,
+                         extra_headers=[("streamproc-error", kind.encode())])
+        await self.send("dead-letters", dl.key, dl.value, dl.headers)
         self.metrics.dead_letters.labels(logical, kind).inc()
 
     # -- closing and outputs -------------------------------------------------------------------
