@@ -30,6 +30,10 @@ _INT_VARS = {
     "STREAMPROC_FEATURE_MAX_AGE_MS": ("feature_max_age_ms", 1, 10**12),
     "STREAMPROC_BATCH_SIZE": ("batch_size", 1, 1_000_000),
     "STREAMPROC_WEBHOOK_TIMEOUT_MS": ("webhook_timeout_ms", 1, 10**9),
+    "STREAMPROC_WEBHOOK_MAX_COPIES": ("webhook_max_copies", 1, 1000),
+    # Duplicate ids (README, "Guarantees"); 0 turns the check off.
+    "STREAMPROC_DEDUP_HORIZON_MS": ("dedup_horizon_ms", 0, 7 * 86_400_000),
+    "STREAMPROC_DEDUP_MAX_IDS": ("dedup_max_ids", 1, 100_000_000),
     # Alert delivery (docs/alert-delivery.md).
     "STREAMPROC_WEBHOOK_GROUP_WAIT_MS": ("webhook_group_wait_ms", 0, 3_600_000),
     "STREAMPROC_WEBHOOK_MAX_ALERTS": ("webhook_max_alerts", 1, 10_000),
@@ -81,7 +85,10 @@ class Settings:
     webhook_urls: tuple[str, ...] = ()
     webhook_secret: str | None = field(default=None, repr=False)
     webhook_timeout_ms: int = 10_000
-    """Per-request timeout of a webhook POST."""
+    """Per-request timeout of a webhook POST (a receiver's URL may set its own: ``#timeout_ms=N``)."""
+    webhook_max_copies: int = 3
+    """POSTs of one batch that may have reached a receiver without an answer (timeouts, dropped connections)
+    before the batch is dead-lettered (a receiver's URL may set its own: ``#max_copies=N``)."""
     webhook_group_wait_ms: int = 5_000
     """Alerts arriving within this long of the first undelivered one go out in one POST per receiver."""
     webhook_max_alerts: int = 100
@@ -120,6 +127,11 @@ class Settings:
     replication_factor: int = 1
     """Replication factor of every topic streamproc or Faust creates (at most the number of brokers)."""
     max_record_bytes: int = 1 << 20
+    dedup_horizon_ms: int = 300_000
+    """A click/order/review id seen again on its input partition within this much event time behind the
+    partition's newest event is dropped as a duplicate (0: no check)."""
+    dedup_max_ids: int = 1_000_000
+    """Ids remembered for the duplicate check, per worker (the oldest are forgotten first)."""
     feature_max_age_ms: int = 600_000
     """Features not recomputed for this long (wall clock) are served as OUTSIDE_MAX_AGE."""
     batch_size: int = 2_000
