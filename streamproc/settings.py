@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
 from .errors import ConfigError
+from .webhooks import receiver_options
 from .windows import WindowSpec
 
 __all__ = ["Settings", "TOPICS", "INPUT_TOPICS", "ENV_VARS", "SECRET_ENV_VARS", "WEBHOOK_FORMAT_PREFIXES"]
@@ -208,6 +209,11 @@ class Settings:
                 if pu.scheme not in ("http", "https") or not pu.netloc:
                     raise ConfigError(f"STREAMPROC_WEBHOOK_URLS: {u!r} is not an http(s) URL, optionally prefixed "
                                   "am+ (Alertmanager format); e.g. http://localhost:9000/hook,am+http://am:9093/hook")
+                try:
+                    receiver_options(pu.fragment)
+                except ValueError as exc:
+                    raise ConfigError(f"STREAMPROC_WEBHOOK_URLS: {u!r}: {exc}; e.g. "
+                                      "http://localhost:9000/hook#timeout_ms=30000&max_copies=2") from None
             kw["webhook_urls"] = parsed
         for var, name in (("STREAMPROC_WEBHOOK_SECRET", "webhook_secret"), ("STREAMPROC_MODEL_DIR", "model_dir"),
                           ("STREAMPROC_APP_ID", "app_id"), ("STREAMPROC_WEB_HOST", "web_host"),
