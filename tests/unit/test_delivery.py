@@ -151,7 +151,7 @@ def test_silenced_and_inhibited_alerts_are_not_sent() -> None:
 
 @pytest.mark.parametrize(("status", "verdict"), [
     (200, "delivered"), (204, "delivered"), (429, "retry"), (500, "retry"), (503, "retry"),
-    (400, "rejected"), (401, "rejected"), (404, "rejected"), (410, "rejected"), (301, "rejected"),
+    (400, "rejected"), (401, "rejected"), (404, "rejected"), (410, "rejected"), (301, "redirected"), (307, "redirected"),
 ])
 def test_only_429_and_5xx_are_retried(status: int, verdict: str) -> None:
     assert classify(status) == verdict
