@@ -6,6 +6,7 @@ A snapshot holds the firing alerts (with the silences muting them), trending pro
 clicks with the last hour of bucket counts (``series``, oldest first, one value per bucket), sentiment
 over 24 h per reviewed product (``null`` until a sentiment model ships), and processor health: records
 per second per input topic, watermark delay, consumer lag, dead letters per second, webhook delivery.
+In a worker the snapshot is made once per read-model snapshot (read_model.py) and shared by every reader.
 """
 
 from __future__ import annotations
@@ -113,22 +114,30 @@ def _health(rt: Any, rates: RateTracker, now_ms: int) -> dict[str, Any]:
 
 
 def dashboard_state(rt: Any, *, silences: Any = None, rates: RateTracker | None = None,
-                    limit: int = TRENDING_LIMIT) -> dict[str, Any]:
-    """One snapshot of everything the dashboard shows."""
+                    limit: int = TRENDING_LIMIT, snapshot: Any = None) -> dict[str, Any]:
+    """One snapshot of everything the dashboard shows; from a read-model ``snapshot`` when given (else
+    computed over every product)."""
     now = rt.clock.now_ms()
     bucket_ms = rt.settings.window.bucket_ms
     store = getattr(silences, "store", None)
     alerts = []
-    for a in sorted(rt.engine.firing(), key=lambda a: a["starts_at"], reverse=True):
+    firing = snapshot.firing if snapshot is not None else sorted(rt.engine.firing(), key=lambda a: a["starts_at"],
+                                                                 reverse=True)
+    for a in firing:
         muted = store.muting(a["labels"], now) if store is not None else []
         alerts.append({**a, "silenced_by": muted})
-    sentiment = _sentiment(rt, SENTIMENT_LIMIT)
+    sentiment = snapshot.sentiment[:SENTIMENT_LIMIT] if snapshot is not None else _sentiment(rt, SENTIMENT_LIMIT)
+    if snapshot is not None:
+        trending_rows = {sig: [{**row, "series": product_series(p, sig, bucket_ms)}
+                               for p, row in snapshot.trending[sig][:limit]] for sig in ("orders", "clicks")}
+    else:
+        trending_rows = {sig: _trending(rt, sig, bucket_ms, limit) for sig in ("orders", "clicks")}
     active = [s for s in store.silences.values() if s.state(now) == "active"] if store is not None else []
     return {
         "now_ms": now,
         "bucket_ms": bucket_ms,
         "alerts": alerts,
-        "trending": {sig: _trending(rt, sig, bucket_ms, limit) for sig in ("orders", "clicks")},
+        "trending": trending_rows,
         "sentiment": sentiment,
         "sentiment_model": any(r["sentiment_mean_24h"] is not None for r in sentiment),
         "silences_active": len(active),
@@ -137,27 +146,45 @@ def dashboard_state(rt: Any, *, silences: Any = None, rates: RateTracker | None 
     }
 
 
-def _state_of(request: web.Request) -> dict[str, Any]:
+async def _state_of(request: web.Request) -> bytes:
+    """The dashboard state as JSON: made once per read-model snapshot and shared by every reader."""
     d = request.app[_DASH]
-    return dashboard_state(d["runtime"], silences=d["silences"], rates=d["rates"])
+    rm = d["read_model"]
+    if rm is None:
+        return orjson.dumps(dashboard_state(d["runtime"], silences=d["silences"], rates=d["rates"]))
+    snap = await rm.current()
+    return rm.cached(snap, "dashboard", lambda: orjson.dumps(dashboard_state(
+        d["runtime"], silences=d["silences"], rates=d["rates"], snapshot=snap)))  # type: ignore[no-any-return]
 
 
 async def state_view(request: web.Request) -> web.Response:
-    return web.Response(body=orjson.dumps(_state_of(request)), content_type="application/json",
+    return web.Response(body=await _state_of(request), content_type="application/json",
                         headers={"Cache-Control": "no-store"})
 
 
 async def stream_view(request: web.Request) -> web.StreamResponse:
     """Server-sent events: ``event: state`` with a snapshot every second until the client goes away or
     the worker stops."""
-    stopping: asyncio.Event = request.app[_DASH]["stopping"]
+    d = request.app[_DASH]
+    stopping: asyncio.Event = d["stopping"]
+    if d["streams"] >= d["max_streams"]:
+        return web.json_response({"error": "too many open event streams; poll /dashboard/state"}, status=503,
+                                 headers={"Retry-After": "5"})
+    d["streams"] += 1
+    try:
+        return await _stream(request, stopping)
+    finally:
+        d["streams"] -= 1
+
+
+async def _stream(request: web.Request, stopping: asyncio.Event) -> web.StreamResponse:
     resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store",
                                        "X-Accel-Buffering": "no"})
     await resp.prepare(request)
     with contextlib.suppress(ConnectionError, asyncio.CancelledError):
         await resp.write(b"retry: 2000\n\n")
         while not stopping.is_set():
-            await resp.write(b"event: state\ndata: " + orjson.dumps(_state_of(request)) + b"\n\n")
+            await resp.write(b"event: state\ndata: " + await _state_of(request) + b"\n\n")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stopping.wait(), STREAM_INTERVAL_S)
     return resp
@@ -175,9 +202,11 @@ async def _on_shutdown(app: web.Application) -> None:
     app[_DASH]["stopping"].set()  # end open event streams so the server can close their connections
 
 
-def add_dashboard_routes(app: web.Application, runtime: Any, silences: Any = None) -> None:
+def add_dashboard_routes(app: web.Application, runtime: Any, silences: Any = None, *, read_model: Any = None,
+                         max_streams: int = 100) -> None:
     """Mount ``/dashboard/state``, ``/events/stream`` and ``/static/{name}`` on ``app``."""
-    app[_DASH] = {"runtime": runtime, "silences": silences, "rates": RateTracker(), "stopping": asyncio.Event()}
+    app[_DASH] = {"runtime": runtime, "silences": silences, "rates": RateTracker(), "stopping": asyncio.Event(),
+                  "read_model": read_model, "streams": 0, "max_streams": max_streams}
     app.on_shutdown.append(_on_shutdown)
     app.router.add_get("/dashboard/state", state_view)
     app.router.add_get("/events/stream", stream_view)

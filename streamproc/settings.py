@@ -25,6 +25,11 @@ INPUT_TOPICS = ("clicks", "orders", "reviews")
 
 _INT_VARS = {
     "STREAMPROC_WEB_PORT": ("web_port", 0, 65535),
+    # The HTTP read side (README, "HTTP API"): snapshot age, concurrent requests, event streams.
+    "STREAMPROC_WEB_SNAPSHOT_MAX_AGE_MS": ("web_snapshot_max_age_ms", 0, 3_600_000),
+    "STREAMPROC_WEB_MAX_CONCURRENT": ("web_max_concurrent", 1, 100_000),
+    "STREAMPROC_WEB_QUEUE_WAIT_MS": ("web_queue_wait_ms", 0, 600_000),
+    "STREAMPROC_WEB_MAX_STREAMS": ("web_max_streams", 0, 100_000),
     "STREAMPROC_PARTITIONS": ("partitions", 1, 10_000),
     "STREAMPROC_REPLICATION_FACTOR": ("replication_factor", 1, 32_767),
     "STREAMPROC_MAX_RECORD_BYTES": ("max_record_bytes", 64, 100 << 20),
@@ -81,6 +86,15 @@ class Settings:
     web_host: str = "127.0.0.1"
     """Host name other workers and clients reach this worker's web server by."""
     web_bind: str = "0.0.0.0"
+    web_snapshot_max_age_ms: int = 1_000
+    """``/trending``, ``/alerts``, ``/dashboard/state`` and ``/metrics`` are served from a snapshot at most this
+    old (or ten times its build time, when that is longer): read_model.py."""
+    web_max_concurrent: int = 64
+    """HTTP requests handled at once (``/healthz`` and ``/readyz`` not counted); the others wait for a turn ..."""
+    web_queue_wait_ms: int = 5_000
+    """... at most this long, then get 503 with ``Retry-After``."""
+    web_max_streams: int = 100
+    """Open ``/events/stream`` connections; more get 503."""
     store: str = "memory://"
     data_dir: str = "./streamproc-data"
     webhook_urls: tuple[str, ...] = ()

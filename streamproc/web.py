@@ -1,7 +1,13 @@
-"""Thin HTTP views over the worker's state: features, trending, alerts, health, metrics, dashboard."""
+"""Thin HTTP views over the worker's state: features, trending, alerts, health, metrics, dashboard.
+
+Lists and totals come from the read model's snapshot (read_model.py), product lookups from the live state;
+at most ``web_max_concurrent`` requests are handled at once, health checks aside."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 from importlib import resources
 from typing import Any
 
@@ -10,16 +16,19 @@ from aiohttp import web
 
 from .dashboard import add_dashboard_routes
 from .features import not_found, with_status
-from .features import trending as trending_rows
+from .read_model import Limiter, ReadModel
 from .runtime import Runtime
 from .settings import Settings
 from .web_auth import install_token_auth
 
-__all__ = ["make_web_app", "RUNTIME", "SETTINGS"]
+__all__ = ["make_web_app", "RUNTIME", "SETTINGS", "READ_MODEL"]
 
 RUNTIME = web.AppKey("runtime", Runtime)
 SETTINGS = web.AppKey("settings", Settings)
+READ_MODEL = web.AppKey("read_model", ReadModel)
 MAX_IDS = 1000
+UNLIMITED = frozenset({"/healthz", "/readyz"})
+"""Answered at once whatever the load: orchestrators restart a worker whose health check times out."""
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -51,7 +60,6 @@ async def feature_many(request: web.Request) -> web.Response:
 
 
 async def trending(request: web.Request) -> web.Response:
-    rt = request.app[RUNTIME]
     signal = request.query.get("signal", "orders")
     if signal not in ("orders", "clicks"):
         return _json({"error": "signal must be orders or clicks"}, 400)
@@ -59,15 +67,15 @@ async def trending(request: web.Request) -> web.Response:
         limit = max(1, min(1000, int(request.query.get("limit", "10"))))
     except ValueError:
         return _json({"error": "limit must be an integer"}, 400)
-    items = [row for _p, row in trending_rows(rt.engine.index, signal, limit)]
-    return _json({"signal": signal, "products": items})
+    snap = await request.app[READ_MODEL].current()
+    return _json({"signal": signal, "products": [row for _p, row in snap.trending[signal][:limit]]})
 
 
 async def alerts(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
     status = request.query.get("status", "firing")
     if status == "firing":
-        items = sorted(rt.engine.firing(), key=lambda a: a["starts_at"], reverse=True)
+        items = (await request.app[READ_MODEL].current()).firing
     elif status in ("resolved", "all"):
         items = [a for a in rt.recent_alerts if status == "all" or a["status"] == "resolved"]
     else:
@@ -85,7 +93,8 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    body = request.app[RUNTIME].metrics.render()
+    rm = request.app[READ_MODEL]
+    body = rm.cached(await rm.current(), "metrics", request.app[RUNTIME].metrics.render)
     return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
 
 
@@ -99,12 +108,40 @@ async def watermarks(request: web.Request) -> web.Response:
     return _json(request.app[RUNTIME].watermark_report())
 
 
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _limit_middleware(limiter: Limiter) -> Any:
+    @web.middleware
+    async def limit(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path in UNLIMITED or request.path == "/events/stream":  # streams have their own cap
+            return await handler(request)
+        async with limiter.turn() as ok:
+            if not ok:
+                return web.json_response({"error": "too many requests in progress; retry shortly"}, status=503,
+                                         headers={"Retry-After": "1"})
+            return await handler(request)
+
+    return limit
+
+
 def make_web_app(runtime: Runtime, settings: Settings, silences: Any = None) -> web.Application:
     """The aiohttp application of a worker."""
-    app = web.Application(client_max_size=1 << 20)
+    limiter = Limiter(settings.web_max_concurrent, settings.web_queue_wait_ms / 1000)
+    app = web.Application(client_max_size=1 << 20, middlewares=[_limit_middleware(limiter)])
     install_token_auth(app, settings.api_token)  # STREAMPROC_API_TOKEN: writes need it, reads stay open
     app[RUNTIME] = runtime
     app[SETTINGS] = settings
+    read_model = app[READ_MODEL] = ReadModel(runtime, max_age_s=settings.web_snapshot_max_age_ms / 1000)
+
+    async def refresh(_app: web.Application) -> AsyncIterator[None]:
+        task = asyncio.get_running_loop().create_task(read_model.run(), name="read-model refresh")
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    app.cleanup_ctx.append(refresh)
     app.router.add_get("/features/{product_id}", feature_one)
     app.router.add_get("/features", feature_many)
     app.router.add_get("/trending", trending)
@@ -114,7 +151,7 @@ def make_web_app(runtime: Runtime, settings: Settings, silences: Any = None) -> 
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/", index)
-    add_dashboard_routes(app, runtime, silences)  # GET /dashboard/state, /events/stream (SSE), /static/*
+    add_dashboard_routes(app, runtime, silences, read_model=read_model, max_streams=settings.web_max_streams)  # GET /dashboard/state, /events/stream (SSE), /static/*
     if silences is not None:  # a silences.SilenceService: POST/GET/DELETE /silences
         from .web_silences import add_silence_routes
 
