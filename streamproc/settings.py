@@ -145,7 +145,7 @@ class Settings:
     dedup_horizon_ms: int = 300_000
     """A click/order/review id seen again on its input partition within this much event time behind the
     partition's newest event is dropped as a duplicate (0: no check)."""
-    dedup_max_ids: int = 1_000_000
+    dedup_max_ids: int = 500_000
     """Ids remembered for the duplicate check, per worker (the oldest are forgotten first)."""
     feature_max_age_ms: int = 600_000
     """Features not recomputed for this long (wall clock) are served as OUTSIDE_MAX_AGE."""
