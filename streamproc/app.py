@@ -11,7 +11,6 @@ import time
 from typing import Any
 
 import faust
-from aiohttp import web as aioweb
 from mode.utils.queues import ThrowableQueue
 
 from . import faust_store
@@ -27,7 +26,7 @@ from .runtime import ORDER_ITEMS, Record, Runtime, partition_for
 from .sentiment import Scorer, load_scorer
 from .settings import INPUT_TOPICS, Settings
 from .silences import SilenceLog, SilenceService, SilenceStore
-from .web import make_web_app
+from .web import WebServer
 
 __all__ = ["create_app"]
 
@@ -471,14 +470,13 @@ def create_app(settings: Settings, bootstrap: str, *, clock: Clock | None = None
         await silence_log.start()
         if delivery is not None:
             await delivery.start()
-        runner = aioweb.AppRunner(make_web_app(runtime, settings, silences), access_log=None)
-        await runner.setup()
+        server = WebServer(runtime, settings, silences)  # its own thread and loop: readers never hold up processing
+        await server.start()
         try:
-            await aioweb.TCPSite(runner, settings.web_bind, settings.web_port).start()
             log.warning("streamproc web on http://%s:%d", settings.web_host, settings.web_port)
             await asyncio.Event().wait()
         finally:
-            await runner.cleanup()
+            await server.stop()
             if delivery is not None:
                 await delivery.stop()
             await silence_log.stop()

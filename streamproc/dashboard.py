@@ -153,8 +153,8 @@ async def _state_of(request: web.Request) -> bytes:
     if rm is None:
         return orjson.dumps(dashboard_state(d["runtime"], silences=d["silences"], rates=d["rates"]))
     snap = await rm.current()
-    return rm.cached(snap, "dashboard", lambda: orjson.dumps(dashboard_state(
-        d["runtime"], silences=d["silences"], rates=d["rates"], snapshot=snap)))  # type: ignore[no-any-return]
+    return await rm.derived(snap, "dashboard", lambda: orjson.dumps(dashboard_state(  # type: ignore[no-any-return]
+        d["runtime"], silences=d["silences"], rates=d["rates"], snapshot=snap)))
 
 
 async def state_view(request: web.Request) -> web.Response:

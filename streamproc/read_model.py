@@ -10,6 +10,10 @@ slices of ``slice_size`` with a yield to the loop between slices. Requests read 
 older than ``max_age_s`` is rebuilt first (one rebuild shared by every waiting request). The rebuild's own
 cost is bounded: the next one starts no sooner than ``cost_factor`` times the last one's duration after it
 (at most ~1/cost_factor of the loop's time). Product lookups (``/features``) stay live: they are O(1).
+
+In the worker the HTTP server runs on a thread and event loop of its own (``web.WebServer``): the state
+belongs to the processing loop (``home``), so snapshots and what is derived from them are built there,
+and requests only read the finished snapshot.
 """
 
 from __future__ import annotations
@@ -53,8 +57,11 @@ class ReadModel:
     """Builds and serves snapshots of a :class:`~streamproc.runtime.Runtime`."""
 
     def __init__(self, runtime: Any, *, max_age_s: float = 1.0, slice_size: int = 1000, cost_factor: float = 10.0,
-                 sentiment_limit: int = 10, monotonic: Callable[[], float] = time.monotonic) -> None:
+                 sentiment_limit: int = 10, monotonic: Callable[[], float] = time.monotonic,
+                 home: asyncio.AbstractEventLoop | None = None) -> None:
         self.runtime = runtime
+        self.home = home
+        """The event loop that owns the runtime's state (None: the loop serving the requests)."""
         self.max_age_s = max_age_s
         self.slice_size = slice_size
         self.cost_factor = cost_factor
@@ -68,14 +75,40 @@ class ReadModel:
         last = self.snapshot.build_s if self.snapshot is not None else 0.0
         return max(self.max_age_s, self.cost_factor * last)
 
-    async def current(self) -> Snapshot:
-        """The newest snapshot, rebuilt first if it is too old (concurrent callers share one rebuild)."""
+    def _fresh(self) -> Snapshot | None:
         snap = self.snapshot
-        if snap is not None and self.monotonic() - snap.built_at < self._max_age():
+        return snap if snap is not None and self.monotonic() - snap.built_at < self._max_age() else None
+
+    async def current(self) -> Snapshot:
+        """The newest snapshot, rebuilt first (on the home loop) if it is too old; concurrent callers share
+        one rebuild."""
+        return self._fresh() or await self.on_home(self._rebuild)
+
+    async def _rebuild(self) -> Snapshot:
+        snap = self._fresh()
+        if snap is not None:
             return snap
         if self._building is None or self._building.done():
             self._building = asyncio.get_running_loop().create_task(self._build(), name="read-model")
         return await asyncio.shield(self._building)
+
+    async def on_home(self, fn: Callable[[], Any]) -> Any:
+        """``await fn()`` on the home loop (here if this is it)."""
+        home = self.home
+        if home is None or home is asyncio.get_running_loop():
+            return await fn()
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(fn(), home))
+
+    async def derived(self, snap: Snapshot, name: str, make: Callable[[], bytes]) -> bytes:
+        """A response body derived from ``snap`` (dashboard state, metrics text): made once per snapshot, on
+        the home loop (it reads the live state too)."""
+        body = snap.cache.get(name)
+        if body is None:
+            async def run() -> bytes:
+                return snap.cache.get(name) or snap.cache.setdefault(name, make())
+
+            body = await self.on_home(run)
+        return body
 
     async def run(self) -> None:
         """Keep the snapshot fresh in the background (so requests seldom wait for a rebuild)."""
@@ -141,14 +174,6 @@ class ReadModel:
         self.snapshot = snap
         self.rebuilds += 1
         return snap
-
-    def cached(self, snap: Snapshot, name: str, make: Callable[[], bytes]) -> bytes:
-        """A response body derived from ``snap``, made once per snapshot."""
-        body = snap.cache.get(name)
-        if body is None:
-            body = snap.cache[name] = make()
-        return body
-
 
 def _sentiment_order(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: (-(r["negative_share_24h"] or 0.0), -r["reviews_24h"], r["product_id"]))

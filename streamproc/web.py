@@ -6,7 +6,9 @@ at most ``web_max_concurrent`` requests are handled at once, health checks aside
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from importlib import resources
 from typing import Any
@@ -21,7 +23,7 @@ from .runtime import Runtime
 from .settings import Settings
 from .web_auth import install_token_auth
 
-__all__ = ["make_web_app", "RUNTIME", "SETTINGS", "READ_MODEL"]
+__all__ = ["make_web_app", "WebServer", "RUNTIME", "SETTINGS", "READ_MODEL"]
 
 RUNTIME = web.AppKey("runtime", Runtime)
 SETTINGS = web.AppKey("settings", Settings)
@@ -77,7 +79,7 @@ async def alerts(request: web.Request) -> web.Response:
     if status == "firing":
         items = (await request.app[READ_MODEL].current()).firing
     elif status in ("resolved", "all"):
-        items = [a for a in rt.recent_alerts if status == "all" or a["status"] == "resolved"]
+        items = [a for a in list(rt.recent_alerts) if status == "all" or a["status"] == "resolved"]
     else:
         return _json({"error": "status must be firing, resolved or all"}, 400)
     return _json({"alerts": items})
@@ -94,7 +96,7 @@ async def readyz(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     rm = request.app[READ_MODEL]
-    body = rm.cached(await rm.current(), "metrics", request.app[RUNTIME].metrics.render)
+    body = await rm.derived(await rm.current(), "metrics", request.app[RUNTIME].metrics.render)
     return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
 
 
@@ -125,23 +127,40 @@ def _limit_middleware(limiter: Limiter) -> Any:
     return limit
 
 
-def make_web_app(runtime: Runtime, settings: Settings, silences: Any = None) -> web.Application:
-    """The aiohttp application of a worker."""
+ON_HOME = ("/silences", "/watermarks")
+"""Paths whose handlers read or change state the processing loop owns (silences are written through its
+Kafka producer): run there, not on the web server's loop."""
+
+
+def _home_middleware(read_model: ReadModel) -> Any:
+    @web.middleware
+    async def on_home(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if read_model.home is None or not request.path.startswith(ON_HOME):
+            return await handler(request)
+        await request.read()  # the body is read here; the handler gets it from the request's cache
+
+        async def run() -> web.StreamResponse:
+            return await handler(request)
+
+        return await read_model.on_home(run)  # type: ignore[no-any-return]
+
+    return on_home
+
+
+def make_web_app(runtime: Runtime, settings: Settings, silences: Any = None, *,
+                 home: asyncio.AbstractEventLoop | None = None) -> web.Application:
+    """The aiohttp application of a worker. ``home``: the processing loop, when the app is served from
+    another (:class:`WebServer`); the read model is then refreshed by the caller."""
     limiter = Limiter(settings.web_max_concurrent, settings.web_queue_wait_ms / 1000)
+    read_model = ReadModel(runtime, max_age_s=settings.web_snapshot_max_age_ms / 1000, home=home)
     app = web.Application(client_max_size=1 << 20, middlewares=[_limit_middleware(limiter)])
     install_token_auth(app, settings.api_token)  # STREAMPROC_API_TOKEN: writes need it, reads stay open
+    app.middlewares.append(_home_middleware(read_model))
     app[RUNTIME] = runtime
     app[SETTINGS] = settings
-    read_model = app[READ_MODEL] = ReadModel(runtime, max_age_s=settings.web_snapshot_max_age_ms / 1000)
-
-    async def refresh(_app: web.Application) -> AsyncIterator[None]:
-        task = asyncio.get_running_loop().create_task(read_model.run(), name="read-model refresh")
-        yield
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-    app.cleanup_ctx.append(refresh)
+    app[READ_MODEL] = read_model
+    if home is None:
+        app.cleanup_ctx.append(_refresh(read_model))
     app.router.add_get("/features/{product_id}", feature_one)
     app.router.add_get("/features", feature_many)
     app.router.add_get("/trending", trending)
@@ -151,9 +170,81 @@ def make_web_app(runtime: Runtime, settings: Settings, silences: Any = None) -> 
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/", index)
-    add_dashboard_routes(app, runtime, silences, read_model=read_model, max_streams=settings.web_max_streams)  # GET /dashboard/state, /events/stream (SSE), /static/*
+    # GET /dashboard/state, /events/stream (SSE), /static/*
+    add_dashboard_routes(app, runtime, silences, read_model=read_model, max_streams=settings.web_max_streams)
     if silences is not None:  # a silences.SilenceService: POST/GET/DELETE /silences
         from .web_silences import add_silence_routes
 
         add_silence_routes(app, silences, runtime.clock)
     return app
+
+
+def _refresh(read_model: ReadModel) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def refresh(_app: web.Application) -> AsyncIterator[None]:
+        task = asyncio.get_running_loop().create_task(read_model.run(), name="read-model refresh")
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    return refresh
+
+
+class WebServer:
+    """The worker's HTTP server on a thread and event loop of its own.
+
+    Sharing the processing loop, a crowd of readers filled every loop iteration with request work, and
+    Faust's per-record hand-off (several iterations per record) slowed to a crawl: 100 readers of cheap
+    snapshot endpoints cut processing to a few hundred records/s. Here requests only read finished
+    snapshots and single products; whatever needs the live state runs on the processing loop (``home``)."""
+
+    def __init__(self, runtime: Runtime, settings: Settings, silences: Any = None) -> None:
+        self.runtime = runtime
+        self.settings = settings
+        self.silences = silences
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._runner: web.AppRunner | None = None
+        self._thread: threading.Thread | None = None
+        self._refresh: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Listen (raises what binding raised); call on the processing loop."""
+        home = asyncio.get_running_loop()
+        app = make_web_app(self.runtime, self.settings, self.silences, home=home)
+        self._refresh = home.create_task(app[READ_MODEL].run(), name="read-model refresh")
+        started: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self._thread = threading.Thread(target=self._serve, args=(app, started), name="streamproc-web", daemon=True)
+        self._thread.start()
+        await asyncio.wrap_future(started)
+
+    def _serve(self, app: web.Application, started: concurrent.futures.Future[None]) -> None:
+        loop = self._loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+
+        async def listen() -> None:
+            self._runner = web.AppRunner(app, access_log=None)
+            await self._runner.setup()
+            await web.TCPSite(self._runner, self.settings.web_bind, self.settings.web_port).start()
+
+        try:
+            loop.run_until_complete(listen())
+        except BaseException as exc:  # noqa: BLE001 - handed to start()
+            started.set_exception(exc)
+            loop.close()
+            return
+        started.set_result(None)
+        try:
+            loop.run_forever()
+        finally:
+            loop.close()
+
+    async def stop(self) -> None:
+        if self._refresh is not None:
+            self._refresh.cancel()
+        loop, runner = self._loop, self._runner
+        if loop is not None and runner is not None and not loop.is_closed():
+            with contextlib.suppress(Exception):
+                await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(runner.cleanup(), loop))
+            loop.call_soon_threadsafe(loop.stop)
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join, 10)
