@@ -19,7 +19,6 @@ import logging
 from typing import Any
 
 import faust
-from aiohttp import web as aioweb
 from faust.app.base import BootStrategy
 from mode import Service
 
@@ -34,7 +33,7 @@ from .runtime import Runtime
 from .sentiment import Scorer, load_scorer
 from .settings import Settings
 from .silences import SilenceLog, SilenceService, SilenceStore
-from .web import make_web_app
+from .web import WebServer
 
 __all__ = ["create_app", "WorkerService"]
 
@@ -61,15 +60,14 @@ class WorkerService(Service):  # type: ignore[misc]
         self.silences = silences
         self.silence_log = silence_log
         self.delivery = delivery
-        self.web: aioweb.AppRunner | None = None
+        self.web: WebServer | None = None
 
     async def on_start(self) -> None:
         await self.silence_log.start()
         if self.delivery is not None:
             await self.delivery.start()
-        self.web = aioweb.AppRunner(make_web_app(self.runtime, self.settings, self.silences), access_log=None)
-        await self.web.setup()
-        await aioweb.TCPSite(self.web, self.settings.web_bind, self.settings.web_port).start()
+        self.web = WebServer(self.runtime, self.settings, self.silences)  # its own thread: readers never hold up processing
+        await self.web.start()
         log.warning("streamproc web on http://%s:%d", self.settings.web_host, self.settings.web_port)
         await self.runner.start()
         self.add_future(self._run())
@@ -88,7 +86,7 @@ class WorkerService(Service):  # type: ignore[misc]
     async def on_stop(self) -> None:
         await self.runner.stop()
         if self.web is not None:
-            await self.web.cleanup()
+            await self.web.stop()
         if self.delivery is not None:
             await self.delivery.stop()
         await self.silence_log.stop()

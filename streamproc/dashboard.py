@@ -9,7 +9,8 @@ bucket; only products with activity on that signal in the last 5 minutes), senti
 reviewed product (ranked by the negative share shrunk towards the shop-wide one, so that one bad review
 out of one does not top the table), and processor
 health: records per second per input topic, watermark delay, consumer lag, dead letters per second,
-webhook delivery.
+webhook delivery. In a worker the snapshot is made once per read-model snapshot (read_model.py) and shared
+by every reader.
 """
 
 from __future__ import annotations
@@ -52,23 +53,25 @@ def product_series(p: ProductState, signal: str, bucket_ms: int) -> list[float]:
     return out
 
 
-def _trending(rt: Any, signal: str, bucket_ms: int, limit: int) -> list[dict[str, Any]]:
-    """The products with ``signal`` activity in the last 5 minutes (or an open incident on it), by surge
-    score, then by that activity: a product with no orders is not trending by orders."""
+def _trending(ranked: Iterable[tuple[Any, dict[str, Any]]], signal: str, bucket_ms: int,
+              limit: int) -> list[dict[str, Any]]:
+    """Of ``ranked`` (product, row) pairs, the products with ``signal`` activity in the last 5 minutes (or an
+    open incident on it), by surge score, then by that activity: a product with no orders is not trending
+    by orders."""
     col = f"{signal}_5m"
-    rows = [(p, row) for p, row in trending(rt.engine.index, signal, len(rt.engine.index))
-            if (row.get(col) or 0) > 0 or row["firing"]]
+    rows = [(p, row) for p, row in ranked if (row.get(col) or 0) > 0 or row["firing"]]
     rows.sort(key=lambda t: (-t[1]["surge_score"], -(t[1].get(col) or 0), t[1]["product_id"]))
     return [{**row, "series": product_series(p, signal, bucket_ms)} for p, row in rows[:limit]]
 
 
-def _sentiment(rt: Any, limit: int) -> tuple[list[dict[str, Any]], float | None]:
+def rank_sentiment(products: Iterable[ProductState], limit: int) -> tuple[list[dict[str, Any]], float | None]:
     """Reviewed products, those with an open negative-review incident first, then by their negative share
     shrunk towards the shop-wide share by ``SENTIMENT_PRIOR_REVIEWS`` reviews' worth of it: one bad review
     out of one barely moves a product above the shop's usual share, many bad ones do. Also returns the
     shop-wide share (``None`` without scored reviews)."""
     rows = []
-    for pid, p in rt.engine.index.items():
+    for p in products:
+        pid = p.product_id
         f = (p.features or {}).get("features", {})
         if f.get("reviews_24h"):
             n, share = f["reviews_24h"], f.get("negative_share_24h")
@@ -136,16 +139,24 @@ def _health(rt: Any, rates: RateTracker, now_ms: int) -> dict[str, Any]:
 
 
 def dashboard_state(rt: Any, *, silences: Any = None, rates: RateTracker | None = None,
-                    limit: int = TRENDING_LIMIT) -> dict[str, Any]:
-    """One snapshot of everything the dashboard shows."""
+                    limit: int = TRENDING_LIMIT, snapshot: Any = None) -> dict[str, Any]:
+    """One snapshot of everything the dashboard shows; from a read-model ``snapshot`` when given (else
+    computed over every product)."""
     now = rt.clock.now_ms()
     bucket_ms = rt.settings.window.bucket_ms
     store = getattr(silences, "store", None)
     alerts = []
-    for a in sorted(rt.engine.firing(), key=lambda a: a["starts_at"], reverse=True):
+    firing = snapshot.firing if snapshot is not None else sorted(rt.engine.firing(), key=lambda a: a["starts_at"],
+                                                                 reverse=True)
+    for a in firing:
         muted = store.muting(a["labels"], now) if store is not None else []
         alerts.append({**a, "silenced_by": muted})
-    sentiment, negative_prior = _sentiment(rt, SENTIMENT_LIMIT)
+    if snapshot is not None:
+        sentiment, negative_prior = snapshot.sentiment[:SENTIMENT_LIMIT], snapshot.negative_prior
+        ranked = snapshot.trending
+    else:
+        sentiment, negative_prior = rank_sentiment(rt.engine.index.values(), SENTIMENT_LIMIT)
+        ranked = {sig: trending(rt.engine.index, sig, len(rt.engine.index)) for sig in ("orders", "clicks")}
     active = [s for s in store.silences.values() if s.state(now) == "active"] if store is not None else []
     marks = [wm for wm in rt.engine.watermarks().values() if wm is not None]
     return {
@@ -153,7 +164,7 @@ def dashboard_state(rt: Any, *, silences: Any = None, rates: RateTracker | None 
         "watermark_ms": max(marks) if marks else None,
         "bucket_ms": bucket_ms,
         "alerts": alerts,
-        "trending": {sig: _trending(rt, sig, bucket_ms, limit) for sig in ("orders", "clicks")},
+        "trending": {sig: _trending(ranked[sig], sig, bucket_ms, limit) for sig in ("orders", "clicks")},
         "sentiment": sentiment,
         "sentiment_model": any(r["sentiment_mean_24h"] is not None for r in sentiment),
         "negative_share_shop_24h": negative_prior,
@@ -163,27 +174,45 @@ def dashboard_state(rt: Any, *, silences: Any = None, rates: RateTracker | None 
     }
 
 
-def _state_of(request: web.Request) -> dict[str, Any]:
+async def _state_of(request: web.Request) -> bytes:
+    """The dashboard state as JSON: made once per read-model snapshot and shared by every reader."""
     d = request.app[_DASH]
-    return dashboard_state(d["runtime"], silences=d["silences"], rates=d["rates"])
+    rm = d["read_model"]
+    if rm is None:
+        return orjson.dumps(dashboard_state(d["runtime"], silences=d["silences"], rates=d["rates"]))
+    snap = await rm.current()
+    return await rm.derived(snap, "dashboard", lambda: orjson.dumps(dashboard_state(  # type: ignore[no-any-return]
+        d["runtime"], silences=d["silences"], rates=d["rates"], snapshot=snap)))
 
 
 async def state_view(request: web.Request) -> web.Response:
-    return web.Response(body=orjson.dumps(_state_of(request)), content_type="application/json",
+    return web.Response(body=await _state_of(request), content_type="application/json",
                         headers={"Cache-Control": "no-store"})
 
 
 async def stream_view(request: web.Request) -> web.StreamResponse:
     """Server-sent events: ``event: state`` with a snapshot every second until the client goes away or
     the worker stops."""
-    stopping: asyncio.Event = request.app[_DASH]["stopping"]
+    d = request.app[_DASH]
+    stopping: asyncio.Event = d["stopping"]
+    if d["streams"] >= d["max_streams"]:
+        return web.json_response({"error": "too many open event streams; poll /dashboard/state"}, status=503,
+                                 headers={"Retry-After": "5"})
+    d["streams"] += 1
+    try:
+        return await _stream(request, stopping)
+    finally:
+        d["streams"] -= 1
+
+
+async def _stream(request: web.Request, stopping: asyncio.Event) -> web.StreamResponse:
     resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store",
                                        "X-Accel-Buffering": "no"})
     await resp.prepare(request)
     with contextlib.suppress(ConnectionError, asyncio.CancelledError):
         await resp.write(b"retry: 2000\n\n")
         while not stopping.is_set():
-            await resp.write(b"event: state\ndata: " + orjson.dumps(_state_of(request)) + b"\n\n")
+            await resp.write(b"event: state\ndata: " + await _state_of(request) + b"\n\n")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stopping.wait(), STREAM_INTERVAL_S)
     return resp
@@ -207,9 +236,11 @@ async def _on_shutdown(app: web.Application) -> None:
     app[_DASH]["stopping"].set()  # end open event streams so the server can close their connections
 
 
-def add_dashboard_routes(app: web.Application, runtime: Any, silences: Any = None) -> None:
+def add_dashboard_routes(app: web.Application, runtime: Any, silences: Any = None, *, read_model: Any = None,
+                         max_streams: int = 100) -> None:
     """Mount ``/dashboard/state``, ``/events/stream``, ``/static/{name}`` and ``/favicon.ico`` on ``app``."""
-    app[_DASH] = {"runtime": runtime, "silences": silences, "rates": RateTracker(), "stopping": asyncio.Event()}
+    app[_DASH] = {"runtime": runtime, "silences": silences, "rates": RateTracker(), "stopping": asyncio.Event(),
+                  "read_model": read_model, "streams": 0, "max_streams": max_streams}
     app.on_shutdown.append(_on_shutdown)
     app.router.add_get("/dashboard/state", state_view)
     app.router.add_get("/events/stream", stream_view)

@@ -6,7 +6,11 @@ of the oldest undelivered alert (at most ``max_alerts``), POSTs it in the receiv
 network errors, 5xx and 429 (honouring ``Retry-After``) with exponential backoff and jitter until the
 deadline (counted from the alert's publication), dead-letters on any other 4xx or at the deadline, and
 only then commits the offsets. A worker killed mid-way re-reads from the last commit: at-least-once,
-receivers dedupe on ``alert_id``. Nothing is held in memory beyond one batch per receiver, and a slow
+receivers dedupe on ``alert_id``. Redirects are not followed: a 3xx is a failure of its own (``redirected``,
+dead-lettered with the ``Location``). A POST that may have reached the receiver without an answer (a
+timeout, a dropped connection) is a possible copy: after ``max_copies`` of those the batch is dead-lettered
+(``timeout``) instead of retried until the deadline. Both the timeout and ``max_copies`` can be set per
+receiver (``#timeout_ms=N&max_copies=N`` after its URL). Nothing is held in memory beyond one batch per receiver, and a slow
 receiver holds only its own loop. Alerts marked ``silenced`` (or ``inhibited_by``, unless configured
 otherwise) are skipped, and counted.
 
@@ -20,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import email.utils
 import hashlib
 import logging
@@ -32,10 +37,10 @@ import aiohttp
 import orjson
 
 from .settings import WEBHOOK_FORMAT_PREFIXES, Settings
-from .webhooks import sign
+from .webhooks import receiver_options, sign
 
 __all__ = ["Receiver", "DeliveryConfig", "Result", "parse_receivers", "skip_reason", "encode_body",
-           "alertmanager_payload", "request_headers", "classify", "retry_after_s", "backoff_s", "deliver",
+           "alertmanager_payload", "request_headers", "classify", "maybe_received", "retry_after_s", "backoff_s", "deliver",
            "dead_letter_record", "NETWORK_ERRORS"]
 
 log = logging.getLogger(__name__)
@@ -52,6 +57,10 @@ class Receiver:
     """Where to POST (without the format prefix)."""
     format: str = "native"
     """``native`` (the contract's body) or ``alertmanager`` (Alertmanager webhook, version 4)."""
+    timeout_s: float | None = None
+    """This receiver's per-request timeout (``#timeout_ms=``); None: the configured default."""
+    max_copies: int | None = None
+    """This receiver's bound on unanswered POSTs of one batch (``#max_copies=``); None: the default."""
 
     @property
     def group_suffix(self) -> str:
@@ -69,7 +78,10 @@ def parse_receivers(specs: Sequence[str]) -> tuple[Receiver, ...]:
                 fmt = "native" if prefix == "native+" else "alertmanager"
                 spec = spec[len(prefix):]
                 break
-        out.append(Receiver(spec, fmt))
+        url, _, fragment = spec.partition("#")
+        opts = receiver_options(fragment)
+        timeout = opts.get("timeout_ms")
+        out.append(Receiver(url, fmt, None if timeout is None else timeout / 1000, opts.get("max_copies")))
     return tuple(out)
 
 
@@ -80,6 +92,8 @@ class DeliveryConfig:
     secret: str | None = None
     timeout_s: float = 10.0
     """Per-request timeout."""
+    max_copies: int = 3
+    """POSTs of one batch that may have reached the receiver unanswered before it is dead-lettered."""
     group_wait_s: float = 5.0
     """Alerts published within this long of the first undelivered one share a POST."""
     max_alerts: int = 100
@@ -94,9 +108,15 @@ class DeliveryConfig:
     external_url: str = "http://127.0.0.1:6066"
     """Alertmanager payloads' ``externalURL``; ``generatorURL`` points below it."""
 
+    def for_receiver(self, receiver: Receiver) -> DeliveryConfig:
+        """This config with the receiver's own timeout and bound on copies, where it sets them."""
+        return dataclasses.replace(
+            self, timeout_s=receiver.timeout_s if receiver.timeout_s is not None else self.timeout_s,
+            max_copies=receiver.max_copies if receiver.max_copies is not None else self.max_copies)
+
     @classmethod
     def from_settings(cls, s: Settings) -> DeliveryConfig:
-        return cls(secret=s.webhook_secret, timeout_s=s.webhook_timeout_ms / 1000,
+        return cls(secret=s.webhook_secret, timeout_s=s.webhook_timeout_ms / 1000, max_copies=s.webhook_max_copies,
                    group_wait_s=s.webhook_group_wait_ms / 1000, max_alerts=s.webhook_max_alerts,
                    deadline_s=s.webhook_deadline_ms / 1000, backoff_s=s.webhook_backoff_ms / 1000,
                    max_backoff_s=s.webhook_max_backoff_ms / 1000, send_inhibited=bool(s.webhook_send_inhibited),
@@ -177,12 +197,24 @@ def request_headers(body: bytes, secret: str | None, delivery_id: str) -> dict[s
 
 
 def classify(status: int) -> str:
-    """``delivered`` (2xx), ``retry`` (429, 5xx) or ``rejected`` (any other status)."""
+    """``delivered`` (2xx), ``retry`` (429, 5xx), ``redirected`` (3xx: not followed) or ``rejected`` (any
+    other status)."""
     if 200 <= status < 300:
         return "delivered"
     if status == 429 or status >= 500:
         return "retry"
+    if 300 <= status < 400:
+        return "redirected"
     return "rejected"
+
+
+def maybe_received(exc: BaseException) -> bool:
+    """Whether a POST that failed with ``exc`` may still have reached the receiver (a copy if retried):
+    a timeout or a connection lost after sending; not a refused or failed connection."""
+    if isinstance(exc, (aiohttp.ClientConnectorError, ConnectionRefusedError)):
+        return False
+    return isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError,
+                            ConnectionResetError))
 
 
 def retry_after_s(value: str | None, now_s: float) -> float | None:
@@ -211,7 +243,8 @@ class Result:
     """How a batch's delivery ended."""
 
     outcome: str
-    """``delivered``, ``rejected`` (a 4xx other than 429) or ``expired`` (deadline passed)."""
+    """``delivered``, ``rejected`` (a 4xx other than 429), ``redirected`` (a 3xx), ``timeout`` (``max_copies``
+    POSTs unanswered) or ``expired`` (deadline passed)."""
     status: int | None
     """The receiver's last HTTP status (None: network error or never tried)."""
     excerpt: str
@@ -230,7 +263,7 @@ async def deliver(url: str, body: bytes, headers: dict[str, str], *, post: PostF
                   rand: Callable[[float, float], float] = random.uniform,
                   on_retry: Callable[[str, float], None] | None = None) -> Result:
     """POST ``body`` until it is accepted, rejected, or retrying would pass ``give_up_at_s`` (wall clock)."""
-    attempts = 0
+    attempts = copies = 0
     status: int | None = None
     excerpt = ""
     while True:
@@ -242,6 +275,8 @@ async def deliver(url: str, body: bytes, headers: dict[str, str], *, post: PostF
             status, resp_headers, text = await post(url, body, headers)
             excerpt = text[:EXCERPT_CHARS]
             verdict = classify(status)
+            if verdict == "redirected":
+                excerpt = f"redirect to {resp_headers.get('Location', '?')} not followed; {excerpt}"[:EXCERPT_CHARS]
             if verdict != "retry":
                 return Result(verdict, status, excerpt, attempts)
             wait = retry_after_s(resp_headers.get("Retry-After"), now_s())
@@ -249,6 +284,11 @@ async def deliver(url: str, body: bytes, headers: dict[str, str], *, post: PostF
         except NETWORK_ERRORS as exc:
             status, excerpt = None, f"{type(exc).__name__}: {exc}"[:EXCERPT_CHARS]
             cause = "network"
+            if maybe_received(exc):
+                copies += 1
+                if copies >= cfg.max_copies:
+                    return Result("timeout", None, f"{copies} POSTs unanswered; last: {excerpt}"[:EXCERPT_CHARS],
+                                  attempts)
         delay = max(wait or 0.0, backoff_s(attempts, cfg.backoff_s, cfg.max_backoff_s, rand))
         if now_s() + delay > give_up_at_s:
             return Result("expired", status, excerpt, attempts)
@@ -263,6 +303,10 @@ def dead_letter_record(*, topic: str, partition: int, offset: int, value: bytes,
     """The dead-letter record of an alert a receiver did not take (contract shape, plus ``delivery``)."""
     if result.outcome == "rejected":
         message = f"webhook {receiver.url} rejected the alert: HTTP {result.status}: {result.excerpt}"
+    elif result.outcome == "redirected":
+        message = f"webhook {receiver.url} answered HTTP {result.status} (redirects are not followed): {result.excerpt}"
+    elif result.outcome == "timeout":
+        message = f"webhook {receiver.url}: no answer; not sent again to avoid copies: {result.excerpt}"
     else:
         message = f"webhook {receiver.url}: delivery deadline passed; last answer {result.status}: {result.excerpt}"
     return orjson.dumps({

@@ -68,6 +68,7 @@ class ReceiverLoop:
                  dead_letter_topic: str, producer: AIOKafkaProducer, session: aiohttp.ClientSession,
                  metrics: Metrics, clock: Clock, client_kwargs: dict[str, Any] | None = None) -> None:
         self.receiver = receiver
+        cfg = cfg.for_receiver(receiver)
         self.client_kwargs = client_kwargs or {}
         """Kafka security settings (kafka_auth.client_kwargs) of the consumer."""
         self.cfg = cfg
@@ -93,7 +94,8 @@ class ReceiverLoop:
 
     async def _post(self, url: str, body: bytes, headers: dict[str, str]) -> tuple[int, Any, str]:
         timeout = aiohttp.ClientTimeout(total=self.cfg.timeout_s)
-        async with self.session.post(url, data=body, headers=headers, timeout=timeout) as resp:
+        # Never follow a redirect: the body would be lost (a GET) and the signature sent to another host.
+        async with self.session.post(url, data=body, headers=headers, timeout=timeout, allow_redirects=False) as resp:
             raw = await resp.content.read(EXCERPT_CHARS * 4)
             return resp.status, resp.headers, raw.decode("utf-8", "replace")
 

@@ -32,13 +32,17 @@ __all__ = [
     "parse_ts",
     "load_schema",
     "DEFAULT_MAX_BYTES",
+    "MAX_UNIT_PRICE",
 ]
 
 DEFAULT_MAX_BYTES = 1 << 20
+MAX_UNIT_PRICE = 1e12
+"""Largest ``unit_price`` (the order schema's maximum): with at most 1e6 units a line and 1000 lines an order,
+revenue sums stay far from float overflow."""
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
 
-ErrorKind = Literal["not_json", "schema", "oversize", "late"]
+ErrorKind = Literal["not_json", "schema", "oversize", "late", "misrouted"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +138,8 @@ def _load(raw: bytes | None, name: str, max_bytes: int) -> dict[str, Any] | Deco
     try:
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
+        if str(exc).startswith("number is infinity"):  # valid JSON syntax, but no finite number: out of range
+            return DecodeError("schema", f"{name}: number out of range: {exc}")
         return DecodeError("not_json", f"not JSON: {exc}")
     if type(obj) is not dict:
         return DecodeError("schema", f"expected a JSON object, got {type(obj).__name__}")

@@ -20,6 +20,9 @@ class Metrics:
             "streamproc_records_processed_total", "Input records counted into windows", ["topic"], registry=r)
         self.dead_letters = Counter(
             "streamproc_dead_letters_total", "Records sent to the dead-letter topic", ["topic", "reason"], registry=r)
+        self.duplicates = Counter(
+            "streamproc_duplicates_total", "Input records dropped as duplicates of an id within the dedup horizon "
+            "(also counted as processed)", ["topic"], registry=r)
         self.alerts = Counter("streamproc_alerts_total", "Alert transitions", ["alertname", "status"], registry=r)
         self.features_published = Counter(
             "streamproc_features_published_total", "Feature records published", registry=r)

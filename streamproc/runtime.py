@@ -8,7 +8,6 @@ tests). Nothing here blocks the event loop.
 from __future__ import annotations
 
 import asyncio
-import base64
 import itertools
 import logging
 import time
@@ -20,11 +19,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from aiokafka.partitioner import murmur2
 
+from .admission import DUPLICATE, Admission, partition_for
 from .clock import Clock, SystemClock
+from .dead_letters import dead_letter
 from .demand import DemandEngine, Output, ProductState
-from .events import Click, DecodeError, Order, OrderItem, Review, decoder_for
+from .events import MAX_UNIT_PRICE, Click, DecodeError, Order, OrderItem, Review, decoder_for
 from .fronts import WAIT, Fronts
 from .logs import alert_fields
 from .metrics import Metrics
@@ -50,11 +50,6 @@ class Record:
     key: bytes | None
     value: bytes | None
     headers: Headers = None
-
-
-def partition_for(key: str, partitions: int) -> int:
-    """The partition Kafka's default partitioner gives ``key`` (murmur2, as the Java client)."""
-    return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
 
 
 class Runtime:
@@ -88,6 +83,9 @@ class Runtime:
         self.instance = uuid.uuid4().hex[:12]
         """Tags the order lines this runtime forwards, so that it counts only its own as read back."""
         self._line_seq = itertools.count()
+        self.admission = Admission(settings.partitions, dedup_horizon_ms=settings.dedup_horizon_ms,
+                                   dedup_max_ids=settings.dedup_max_ids, metrics=self.metrics)
+        """Routing and duplicate checks of decoded input records (admission.py)."""
         self.processed_offsets: dict[tuple[str, int], int] = {}
         """Last offset handled per (topic, partition): with the consumer's positions it tells backlog from idleness."""
         self.metrics.bind_runtime(self)  # table sizes and open incidents, computed at scrape time
@@ -185,8 +183,12 @@ class Runtime:
                     continue
                 self._read_back(rec)
             ev = decode(rec.value, max_bytes)
+            if logical != ORDER_ITEMS and not isinstance(ev, DecodeError):
+                ev = self.admission.check(logical, ev, rec.key, rec.partition)
             if isinstance(ev, DecodeError):
                 err = ev
+            elif ev is DUPLICATE:
+                err = None  # its id was counted within the dedup horizon
             elif self._replayed(ev, stream, rec.offset):
                 err = None  # counted before a restart: nothing to do
             elif isinstance(ev, Click):
@@ -271,15 +273,14 @@ class Runtime:
         return err
 
     async def dead_letter(self, logical: str, rec: Record, kind: str, message: str) -> None:
-        """Send a record to the dead-letter topic with its original bytes, headers and the reason."""
-        body = orjson.dumps({
-            "source": {"topic": rec.topic, "partition": rec.partition, "offset": rec.offset},
-            "error": {"kind": kind, "message": message[:1000]},
-            "payload_b64": base64.b64encode(rec.value or b"").decode(),
-            "dead_lettered_at_ms": self.clock.now_ms(),
-        })
-        headers = list(rec.headers or []) + [("streamproc-error", kind.encode())]
-        await self.send("dead-letters", rec.key, body, headers)
+        """Send a record to the dead-letter topic with its original bytes, headers and the reason; cut to
+        what one produce request takes, with the original's size and digest (dead_letters.py)."""
+        dl = dead_letter({"source": {"topic": rec.topic, "partition": rec.partition, "offset": rec.offset},
+                          "error": {"kind": kind, "message": message[:1000]},
+                          "dead_lettered_at_ms": self.clock.now_ms()},
+                         payload=rec.value, key=rec.key, headers=rec.headers,
+                         extra_headers=[("streamproc-error", kind.encode())])
+        await self.send("dead-letters", dl.key, dl.value, dl.headers)
         self.metrics.dead_letters.labels(logical, kind).inc()
 
     # -- closing and outputs -------------------------------------------------------------------
@@ -384,7 +385,7 @@ def _decode_item(raw: bytes | None, max_bytes: int) -> tuple[int, OrderItem, str
     # Bytes from Kafka all the same: wrong types must be dead-lettered here, not crash the engine.
     if (type(ts) is not int or type(item.product_id) is not str or not item.product_id
             or type(item.quantity) is not int or item.quantity < 1
-            or type(item.unit_price) not in (int, float) or not item.unit_price >= 0
+            or type(item.unit_price) not in (int, float) or not 0 <= item.unit_price <= MAX_UNIT_PRICE
             or not isinstance(item.category, (str, type(None))) or not isinstance(source, (str, type(None)))
             or not (seq is None or type(seq) is int)):
         return DecodeError("schema", f"bad forwarded order line: wrong field types in {(raw or b'')[:200]!r}")

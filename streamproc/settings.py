@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
 from .errors import ConfigError
+from .webhooks import receiver_options
 from .windows import WindowSpec
 
 __all__ = ["Settings", "TOPICS", "INPUT_TOPICS", "ENV_VARS", "SECRET_ENV_VARS", "WEBHOOK_FORMAT_PREFIXES"]
@@ -24,12 +25,21 @@ INPUT_TOPICS = ("clicks", "orders", "reviews")
 
 _INT_VARS = {
     "STREAMPROC_WEB_PORT": ("web_port", 0, 65535),
+    # The HTTP read side (README, "HTTP API"): snapshot age, concurrent requests, event streams.
+    "STREAMPROC_WEB_SNAPSHOT_MAX_AGE_MS": ("web_snapshot_max_age_ms", 0, 3_600_000),
+    "STREAMPROC_WEB_MAX_CONCURRENT": ("web_max_concurrent", 1, 100_000),
+    "STREAMPROC_WEB_QUEUE_WAIT_MS": ("web_queue_wait_ms", 0, 600_000),
+    "STREAMPROC_WEB_MAX_STREAMS": ("web_max_streams", 0, 100_000),
     "STREAMPROC_PARTITIONS": ("partitions", 1, 10_000),
     "STREAMPROC_REPLICATION_FACTOR": ("replication_factor", 1, 32_767),
     "STREAMPROC_MAX_RECORD_BYTES": ("max_record_bytes", 64, 100 << 20),
     "STREAMPROC_FEATURE_MAX_AGE_MS": ("feature_max_age_ms", 1, 10**12),
     "STREAMPROC_BATCH_SIZE": ("batch_size", 1, 1_000_000),
     "STREAMPROC_WEBHOOK_TIMEOUT_MS": ("webhook_timeout_ms", 1, 10**9),
+    "STREAMPROC_WEBHOOK_MAX_COPIES": ("webhook_max_copies", 1, 1000),
+    # Duplicate ids (README, "Guarantees"); 0 turns the check off.
+    "STREAMPROC_DEDUP_HORIZON_MS": ("dedup_horizon_ms", 0, 7 * 86_400_000),
+    "STREAMPROC_DEDUP_MAX_IDS": ("dedup_max_ids", 1, 100_000_000),
     # Alert delivery (docs/alert-delivery.md).
     "STREAMPROC_WEBHOOK_GROUP_WAIT_MS": ("webhook_group_wait_ms", 0, 3_600_000),
     "STREAMPROC_WEBHOOK_MAX_ALERTS": ("webhook_max_alerts", 1, 10_000),
@@ -76,12 +86,24 @@ class Settings:
     web_host: str = "127.0.0.1"
     """Host name other workers and clients reach this worker's web server by."""
     web_bind: str = "0.0.0.0"
+    web_snapshot_max_age_ms: int = 1_000
+    """``/trending``, ``/alerts``, ``/dashboard/state`` and ``/metrics`` are served from a snapshot at most this
+    old (or ten times its build time, when that is longer): read_model.py."""
+    web_max_concurrent: int = 64
+    """HTTP requests handled at once (``/healthz`` and ``/readyz`` not counted); the others wait for a turn ..."""
+    web_queue_wait_ms: int = 5_000
+    """... at most this long, then get 503 with ``Retry-After``."""
+    web_max_streams: int = 100
+    """Open ``/events/stream`` connections; more get 503."""
     store: str = "memory://"
     data_dir: str = "./streamproc-data"
     webhook_urls: tuple[str, ...] = ()
     webhook_secret: str | None = field(default=None, repr=False)
     webhook_timeout_ms: int = 10_000
-    """Per-request timeout of a webhook POST."""
+    """Per-request timeout of a webhook POST (a receiver's URL may set its own: ``#timeout_ms=N``)."""
+    webhook_max_copies: int = 3
+    """POSTs of one batch that may have reached a receiver without an answer (timeouts, dropped connections)
+    before the batch is dead-lettered (a receiver's URL may set its own: ``#max_copies=N``)."""
     webhook_group_wait_ms: int = 5_000
     """Alerts arriving within this long of the first undelivered one go out in one POST per receiver."""
     webhook_max_alerts: int = 100
@@ -120,6 +142,11 @@ class Settings:
     replication_factor: int = 1
     """Replication factor of every topic streamproc or Faust creates (at most the number of brokers)."""
     max_record_bytes: int = 1 << 20
+    dedup_horizon_ms: int = 300_000
+    """A click/order/review id seen again on its input partition within this much event time behind the
+    partition's newest event is dropped as a duplicate (0: no check)."""
+    dedup_max_ids: int = 500_000
+    """Ids remembered for the duplicate check, per worker (the oldest are forgotten first)."""
     feature_max_age_ms: int = 600_000
     """Features not recomputed for this long (wall clock) are served as OUTSIDE_MAX_AGE."""
     batch_size: int = 2_000
@@ -196,6 +223,11 @@ class Settings:
                 if pu.scheme not in ("http", "https") or not pu.netloc:
                     raise ConfigError(f"STREAMPROC_WEBHOOK_URLS: {u!r} is not an http(s) URL, optionally prefixed "
                                   "am+ (Alertmanager format); e.g. http://localhost:9000/hook,am+http://am:9093/hook")
+                try:
+                    receiver_options(pu.fragment)
+                except ValueError as exc:
+                    raise ConfigError(f"STREAMPROC_WEBHOOK_URLS: {u!r}: {exc}; e.g. "
+                                      "http://localhost:9000/hook#timeout_ms=30000&max_copies=2") from None
             kw["webhook_urls"] = parsed
         for var, name in (("STREAMPROC_WEBHOOK_SECRET", "webhook_secret"), ("STREAMPROC_MODEL_DIR", "model_dir"),
                           ("STREAMPROC_APP_ID", "app_id"), ("STREAMPROC_WEB_HOST", "web_host"),

@@ -12,14 +12,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 import orjson
+import re2
 
 from .alerts import rfc3339
 
@@ -32,8 +33,30 @@ EXPIRED_RETENTION_MS = 5 * 86_400_000
 """Expired silences are still listed for this long (then dropped from memory and tombstoned)."""
 
 
+MAX_PATTERN_CHARS = 1000
+"""Longest regular expression a matcher may use."""
+
+
 class InvalidSilence(ValueError):
     """A silence request that cannot be accepted; the message says why."""
+
+
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False  # a bad pattern is reported to the API caller, not on stderr
+
+
+@lru_cache(maxsize=1024)
+def compile_matcher(pattern: str) -> Any:
+    """``pattern`` anchored at both ends, compiled with RE2 (Alertmanager's syntax and semantics): matching
+    takes linear time in the label value, whatever the pattern. Raises InvalidSilence."""
+    if len(pattern) > MAX_PATTERN_CHARS:
+        raise InvalidSilence(f"matchers: regular expression longer than {MAX_PATTERN_CHARS} characters")
+    try:
+        return re2.compile(f"^(?:{pattern})$", _RE2_OPTIONS)
+    except re2.error as exc:
+        detail = exc.args[0].decode("utf-8", "replace") if exc.args and isinstance(exc.args[0], bytes) else exc
+        raise InvalidSilence(f"matchers: bad regular expression {pattern!r} (RE2 syntax, as Alertmanager; "
+                             f"no backreferences or lookaround): {detail}") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,14 +66,14 @@ class Matcher:
     name: str
     value: str
     is_regex: bool = False
-    """``value`` is a regular expression anchored at both ends."""
+    """``value`` is an RE2 regular expression anchored at both ends (:func:`compile_matcher`)."""
     is_equal: bool = True
     """False negates the match (``!=``, ``!~``)."""
 
     def matches(self, labels: dict[str, Any]) -> bool:
         raw = labels.get(self.name)
         actual = "" if raw is None else str(raw)
-        hit = re.fullmatch(self.value, actual) is not None if self.is_regex else actual == self.value
+        hit = compile_matcher(self.value).search(actual) is not None if self.is_regex else actual == self.value
         return hit == self.is_equal
 
     def to_json(self) -> dict[str, Any]:
@@ -124,10 +147,7 @@ def _matchers(raw: Any) -> tuple[Matcher, ...]:
             raise InvalidSilence(f"matchers: {m!r} needs a string name and a string value")
         is_regex, is_equal = bool(m.get("isRegex", False)), bool(m.get("isEqual", True))
         if is_regex:
-            try:
-                re.compile(m["value"])
-            except re.error as exc:
-                raise InvalidSilence(f"matchers: bad regular expression {m['value']!r}: {exc}") from None
+            compile_matcher(m["value"])
         out.append(Matcher(m["name"], m["value"], is_regex, is_equal))
     if all(Matcher(m.name, m.value, m.is_regex, m.is_equal).matches({}) for m in out):
         raise InvalidSilence("matchers: these match alerts without any labels; add a matcher that needs a label")
@@ -155,8 +175,13 @@ def parse_silence(body: Any, now_ms: int, *, new_id: str | None = None) -> Silen
 
 
 def silence_from_json(d: dict[str, Any]) -> Silence:
-    """Read back what :meth:`Silence.to_json` wrote (the topic's record format)."""
-    return Silence(d["id"], tuple(Matcher(m["name"], m["value"], m["isRegex"], m["isEqual"]) for m in d["matchers"]),
+    """Read back what :meth:`Silence.to_json` wrote (the topic's record format); InvalidSilence for a regex
+    RE2 does not take (written by a version that used Python's ``re``)."""
+    matchers = tuple(Matcher(m["name"], m["value"], m["isRegex"], m["isEqual"]) for m in d["matchers"])
+    for m in matchers:
+        if m.is_regex:
+            compile_matcher(m.value)
+    return Silence(d["id"], matchers,
                    d["starts_at_ms"], d["ends_at_ms"], d.get("comment", ""), d.get("createdBy", ""),
                    d.get("updated_at_ms", 0))
 
@@ -211,7 +236,7 @@ class SilenceStore:
             return
         try:
             self.put(silence_from_json(orjson.loads(value)))
-        except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+        except (orjson.JSONDecodeError, KeyError, TypeError, InvalidSilence) as exc:
             log.warning("bad silence record %r: %s", key, exc)
 
 

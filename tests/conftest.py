@@ -9,13 +9,13 @@ import pytest
 from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
 
+from streamproc.broker import EmbeddedBroker
+from tests.kafka.conftest_plugin import apache_kafka, apache_kafka_cluster  # noqa: F401 - session fixtures
+
 # Property tests check behaviour, not speed: hypothesis's per-example deadline (200 ms) and its too_slow health
 # check failed them on a loaded machine (passing again with the same seed).
 hypothesis_settings.register_profile("streamproc", deadline=None, suppress_health_check=[HealthCheck.too_slow])
 hypothesis_settings.load_profile("streamproc")
-
-from streamproc.broker import EmbeddedBroker
-from tests.kafka.conftest_plugin import apache_kafka, apache_kafka_cluster  # noqa: F401 - session fixtures
 
 
 @pytest.fixture(scope="session")

@@ -69,7 +69,8 @@ async def _produce(bootstrap: str, names: dict[str, str], good: list[tuple[str, 
             pos = rng.randrange(1000, len(mixed))
             mixed.insert(pos, (topic, b"P00001", value, [("test-id", f"{kind}-{n}".encode())]))
     for n, (topic, value) in enumerate(bad["late"]):  # after the traffic has moved the watermark on
-        mixed.append((topic, b"P00001", value, [("test-id", f"late-{n}".encode())]))
+        key = orjson.loads(value)["product_id"].encode()  # valid but late: keyed by product (else: misrouted)
+        mixed.append((topic, key, value, [("test-id", f"late-{n}".encode())]))
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, max_request_size=2 << 20)
     await producer.start()
     try:
@@ -109,7 +110,7 @@ def test_every_bad_record_is_dead_lettered_and_every_good_one_counted(broker: st
             headers = dict(rec.headers)
             assert headers["test-id"].decode().startswith(kind + "-"), (headers, kind)
             assert headers["streamproc-error"] == kind.encode()
-            assert rec.key == b"P00001"
+            assert rec.key == (orjson.loads(original)["product_id"].encode() if kind == "late" else b"P00001")
             assert src["offset"] >= 0 and src["partition"] >= 0
         assert by_kind == {"not_json": PER_KIND, "schema": PER_KIND, "oversize": PER_KIND, "late": PER_KIND}
 

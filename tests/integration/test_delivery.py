@@ -287,10 +287,11 @@ async def test_a_slow_receiver_slows_neither_the_other_nor_processing(embedded_b
         sent = [alert(i) for i in range(40)]
         await runtime.publish([Output("alert", a["dedup_key"], a) for a in sent])
         # Event processing on the same event loop while the slow receiver holds its requests.
-        from streamproc.runtime import Record
+        from streamproc.runtime import Record, partition_for
         n = 20_000
-        recs = [Record("clicks", 0, i, b"P1", orjson.dumps({"event_id": f"e{i}", "ts": T0 + i, "user_id": "u",
-                                                             "product_id": f"Q{i % 50}"})) for i in range(n)]
+        pids = [p for p in (f"Q{j}" for j in range(1000)) if partition_for(p, s.partitions) == 0][:50]  # unit 0's
+        recs = [Record("clicks", 0, i, pids[i % 50].encode(), orjson.dumps({
+            "event_id": f"e{i}", "ts": T0 + i, "user_id": "u", "product_id": pids[i % 50]})) for i in range(n)]
         runtime.assign("clicks", 0)
         for i in range(0, n, 2000):
             await runtime.on_records("clicks", recs[i:i + 2000])
@@ -440,3 +441,72 @@ async def test_a_sigkilled_worker_delivers_its_undelivered_alerts_after_restart(
             os.killpg(proc.pid, signal.SIGKILL)
             await proc.wait()
         log.close()
+
+
+async def test_a_redirect_is_not_followed_and_dead_letters_as_redirected(embedded_broker: str, hooks: Any,
+                                                                          services: Any) -> None:
+    """Issue 18, item 3: a 302 was followed as a GET without the body, counted delivered, never retried."""
+    hook = await hooks()
+    landing: list[str] = []
+
+    async def land(request: web.Request) -> web.Response:
+        landing.append(request.method)
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_route("*", "/landing", land)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    landing_port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", landing_port).start()
+
+    async def moved(alerts: list[dict[str, Any]]) -> Answer:
+        return 302, {"Location": f"http://127.0.0.1:{landing_port}/landing"}, ""
+
+    hook.behaviour = moved
+    try:
+        s = await settings_for(embedded_broker, [hook.url])
+        svc = await services(s, embedded_broker)
+        sent = alert(1)
+        async with Producer(embedded_broker, s) as prod:
+            await prod.alerts([sent])
+        dead = values(await read_topic(embedded_broker, s.topic("dead-letters"), until=lambda r: len(r) >= 1,
+                                       timeout_s=30, idle_s=2.0))
+        assert len(dead) == 1 and len(hook.attempts) == 1  # not retried
+        d = dead[0]
+        assert d["delivery"]["outcome"] == "redirected" and d["delivery"]["status"] == 302
+        assert f"127.0.0.1:{landing_port}/landing" in d["error"]["message"]
+        assert orjson.loads(base64.b64decode(d["payload_b64"]))["alert_id"] == sent["alert_id"]
+        assert landing == []  # nothing was sent to where it pointed
+        assert svc.loops[0].delivered == 0
+    finally:
+        await runner.cleanup()
+
+
+async def test_a_receiver_slower_than_its_timeout_gets_a_bounded_number_of_copies(embedded_broker: str, hooks: Any,
+                                                                                 services: Any) -> None:
+    """Issue 18, item 7: a receiver slower than the timeout got a copy per timeout until the 1 h deadline.
+    ``slow`` keeps the 1 s default timeout and gets at most 2 copies (``#max_copies=2``); ``patient`` is as
+    slow but has its own 5 s timeout and takes the alert with one POST."""
+    slow, patient = await hooks(), await hooks()
+
+    async def three_seconds(alerts: list[dict[str, Any]]) -> Answer:
+        await asyncio.sleep(3)
+        return 200, {}, "ok"
+
+    slow.behaviour = patient.behaviour = three_seconds
+    s = await settings_for(embedded_broker, [slow.url + "#max_copies=2", patient.url + "#timeout_ms=5000"],
+                           STREAMPROC_WEBHOOK_TIMEOUT_MS="1000")
+    await services(s, embedded_broker)
+    sent = alert(1)
+    async with Producer(embedded_broker, s) as prod:
+        await prod.alerts([sent])
+    dead = values(await read_topic(embedded_broker, s.topic("dead-letters"), until=lambda r: len(r) >= 1,
+                                   timeout_s=30, idle_s=2.0))
+    await until(lambda: patient.ids() == {sent["alert_id"]}, 30, "the patient receiver")
+    await asyncio.sleep(5)  # no further copies come later
+    assert len(slow.attempts) == 2 and len(patient.attempts) == 1
+    assert len(dead) == 1
+    d = dead[0]
+    assert d["delivery"]["outcome"] == "timeout" and d["delivery"]["receiver"] == slow.url
+    assert d["delivery"]["attempts"] == 2

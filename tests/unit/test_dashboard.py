@@ -25,7 +25,9 @@ from streamproc.windows import WindowSpec
 MIN = 60_000
 HOUR = 60 * MIN
 T0 = 1_700_006_400_000 - 1_700_006_400_000 % (24 * HOUR)
-SETTINGS = Settings(partitions=1, window=WindowSpec(bucket_ms=MIN, allowed_lateness_ms=5_000, idle_timeout_ms=5_000))
+# Snapshots of any age 0: each request sees the state the test just changed (read_model.py).
+SETTINGS = Settings(partitions=1, window=WindowSpec(bucket_ms=MIN, allowed_lateness_ms=5_000, idle_timeout_ms=5_000),
+                    web_snapshot_max_age_ms=0)
 
 
 class World:

@@ -151,7 +151,7 @@ def test_silenced_and_inhibited_alerts_are_not_sent() -> None:
 
 @pytest.mark.parametrize(("status", "verdict"), [
     (200, "delivered"), (204, "delivered"), (429, "retry"), (500, "retry"), (503, "retry"),
-    (400, "rejected"), (401, "rejected"), (404, "rejected"), (410, "rejected"), (301, "rejected"),
+    (400, "rejected"), (401, "rejected"), (404, "rejected"), (410, "rejected"), (301, "redirected"), (307, "redirected"),
 ])
 def test_only_429_and_5xx_are_retried(status: int, verdict: str) -> None:
     assert classify(status) == verdict
@@ -264,3 +264,30 @@ def test_dead_letter_record_keeps_the_alert_and_says_why() -> None:
                                "body_excerpt": "bad field", "attempts": 1}
     import base64
     assert orjson.loads(base64.b64decode(rec["payload_b64"])) == orjson.loads(raw)
+
+
+async def test_a_redirect_is_a_failure_of_its_own_and_not_retried() -> None:
+    rcv = FakeReceiver([(302, {"Location": "http://elsewhere/"}), 200])
+    res = await run(rcv)
+    assert (res.outcome, res.status, res.attempts) == ("redirected", 302, 1)
+    assert "http://elsewhere/" in res.excerpt
+
+
+async def test_unanswered_posts_are_bounded_by_max_copies() -> None:
+    rcv = FakeReceiver([TimeoutError()] * 100)
+    res = await run(rcv, cfg=DeliveryConfig(max_copies=2))
+    assert (res.outcome, res.attempts, len(rcv.calls)) == ("timeout", 2, 2)
+    refused = FakeReceiver([ConnectionRefusedError()] * 5 + [200])  # never reached the receiver: no copy
+    assert (await run(refused, cfg=DeliveryConfig(max_copies=2))).outcome == "delivered"
+
+
+def test_receivers_may_set_their_own_timeout_and_bound_on_copies() -> None:
+    got = parse_receivers(["am+http://a/hook#timeout_ms=30000&max_copies=1", "http://b/"])
+    assert got == (Receiver("http://a/hook", "alertmanager", 30.0, 1), Receiver("http://b/"))
+    cfg = DeliveryConfig(timeout_s=10, max_copies=3)
+    assert (cfg.for_receiver(got[0]).timeout_s, cfg.for_receiver(got[0]).max_copies) == (30.0, 1)
+    assert (cfg.for_receiver(got[1]).timeout_s, cfg.for_receiver(got[1]).max_copies) == (10, 3)
+    with pytest.raises(ConfigError, match="max_copies"):
+        Settings.from_env({"STREAMPROC_WEBHOOK_URLS": "http://a/hook#max_copies=0"})
+    with pytest.raises(ConfigError, match="unknown receiver option"):
+        Settings.from_env({"STREAMPROC_WEBHOOK_URLS": "http://a/hook#retries=3"})

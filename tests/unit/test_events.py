@@ -400,3 +400,16 @@ async def test_dead_letter_schema_accepts_what_the_runtime_produces() -> None:
         assert ("trace", b"abc") in headers
         assert body["source"] == {"topic": "clicks", "partition": 0, "offset": original.offset}
 
+
+
+def test_numbers_that_overflow_are_schema_violations() -> None:
+    def order(price: str) -> bytes:
+        return ('{"order_id":"o","ts":1780000000000,"user_id":"u","items":[{"product_id":"P","quantity":1000000,'
+                f'"unit_price":{price}}}]}}').encode()
+
+    for price in ("1e308", "1e400", "-1e400", "1000000000001"):
+        err = decode_order(order(price))
+        assert isinstance(err, DecodeError) and err.kind == "schema", (price, err)
+    ok = decode_order(order("1000000000000"))
+    assert not isinstance(ok, DecodeError)
+    assert ok.items[0].unit_price * ok.items[0].quantity * 1000 < 1e300

@@ -86,7 +86,7 @@ async def test_a_worker_does_not_close_buckets_another_worker_may_still_forward_
         clock._ms = T0 + i * 1000  # noqa: SLF001
         await b.on_records("clicks", [Record("clicks", 2, i, pid.encode(), _click(pid, T0 + i * 1000))])
         await b.on_records("orders", [])
-    await b.on_records("clicks", [Record("clicks", 3, 0, b"x", _click(_product_of(3, 4), T0 + 119_000))])
+    await b.on_records("clicks", [Record("clicks", 3, 0, _product_of(3, 4).encode(), _click(_product_of(3, 4), T0 + 119_000))])
     for unit in (2, 3):
         b.engine.unit(unit).watermark.observe(f"orders/{unit}", T0 + 119_000, clock.now_ms())
         b.engine.unit(unit).watermark.observe(f"reviews/{unit}", T0 + 119_000, clock.now_ms())

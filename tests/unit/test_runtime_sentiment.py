@@ -11,7 +11,7 @@ import orjson
 
 from streamproc.clock import FakeClock
 from streamproc.events import load_schema
-from streamproc.runtime import Record, Runtime
+from streamproc.runtime import Record, Runtime, partition_for
 from streamproc.sentiment import Sentiment
 from streamproc.settings import Settings
 
@@ -33,6 +33,9 @@ class WordScorer:
                 else Sentiment("positive", {"negative": 0.2, "positive": 0.8}) for t in texts]
 
 
+P1_UNIT = partition_for("P1", 4)  # records sit on their product's partition (else: dead-lettered as misrouted)
+
+
 def review(i: int, text: str, pid: str = "P1", ts: int = T0) -> bytes:
     return orjson.dumps({"review_id": f"r{i}", "ts": ts + i, "product_id": pid, "text": text, "lang": "en"})
 
@@ -50,8 +53,8 @@ def make() -> tuple[Runtime, WordScorer, list[tuple[str, bytes | None, bytes]], 
 
 async def test_reviews_are_scored_published_and_counted() -> None:
     rt, scorer, sent, clock = make()
-    recs = [Record("reviews", 0, i, b"P1", review(i, t)) for i, t in enumerate(["bad", "good", "bad bad", "fine"])]
-    recs.append(Record("reviews", 0, 4, b"P1", b"{not json"))
+    recs = [Record("reviews", P1_UNIT, i, b"P1", review(i, t)) for i, t in enumerate(["bad", "good", "bad bad", "fine"])]
+    recs.append(Record("reviews", P1_UNIT, 4, b"P1", b"{not json"))
     scored = await rt.score_reviews(recs)  # what the agent does outside the lock
     assert scorer.calls == [["bad", "good", "bad bad", "fine"]] and scored[4] is None
     await rt.on_records("reviews", recs, scored)
@@ -73,7 +76,7 @@ async def test_reviews_are_scored_published_and_counted() -> None:
 
 async def test_a_replayed_review_is_neither_rescored_nor_republished() -> None:
     rt, scorer, sent, _ = make()
-    recs = [Record("reviews", 0, i, b"P1", review(i, "bad")) for i in range(3)]
+    recs = [Record("reviews", P1_UNIT, i, b"P1", review(i, "bad")) for i in range(3)]
     await rt.on_records("reviews", recs)  # scored inline when no scores are handed in
     n = len(sent)
     await rt.on_records("reviews", recs[1:])  # the same offsets again, as after a crash
@@ -88,6 +91,6 @@ async def test_without_a_scorer_reviews_are_counted_unscored() -> None:
         sent.append((topic, key, value))
 
     rt = Runtime(Settings(), send, clock=FakeClock(T0))
-    await rt.on_records("reviews", [Record("reviews", 0, 0, b"P1", review(0, "bad"))])
+    await rt.on_records("reviews", [Record("reviews", P1_UNIT, 0, b"P1", review(0, "bad"))])
     assert [t for t, _k, _v in sent] == []
     assert rt.engine.index["P1"].open[T0][5] == 1
