@@ -76,6 +76,8 @@ class ReadModel:
         self.rebuilds = 0
 
     def _max_age(self) -> float:
+        if self.max_age_s <= 0:
+            return 0.0  # every read rebuilds (tests; a worker keeps the default)
         last = self.snapshot.build_s if self.snapshot is not None else 0.0
         return max(self.max_age_s, self.cost_factor * last)
 

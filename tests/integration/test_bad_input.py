@@ -18,6 +18,8 @@ from streamproc import generator
 
 from .support import isolated_env, read_topic, start_worker, wait_for
 
+Row = tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]
+
 pytestmark = pytest.mark.integration
 
 MIN = 60_000
@@ -61,25 +63,37 @@ def _bad_records(rng: random.Random) -> dict[str, list[tuple[str, bytes]]]:
     return {"not_json": not_json, "schema": schema, "oversize": oversize, "late": late}
 
 
-async def _produce(bootstrap: str, names: dict[str, str], good: list[tuple[str, bytes, bytes]],
-                   bad: dict[str, list[tuple[str, bytes]]], rng: random.Random) -> None:
-    mixed: list[tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]] = [(t, k, v, []) for t, k, v in good]
+def _mixed(good: list[tuple[str, bytes, bytes]], bad: dict[str, list[tuple[str, bytes]]],
+           rng: random.Random) -> tuple[list[Row], list[Row]]:
+    """The traffic with the undecodable, invalid and oversize records among it, and the late records that
+    follow once that traffic has moved the watermark on."""
+    mixed: list[Row] = [(t, k, v, []) for t, k, v in good]
     for kind in ("not_json", "schema", "oversize"):
         for n, (topic, value) in enumerate(bad[kind]):
             pos = rng.randrange(1000, len(mixed))
             mixed.insert(pos, (topic, b"P00001", value, [("test-id", f"{kind}-{n}".encode())]))
-    for n, (topic, value) in enumerate(bad["late"]):  # after the traffic has moved the watermark on
+    late: list[Row] = []
+    for n, (topic, value) in enumerate(bad["late"]):
         key = orjson.loads(value)["product_id"].encode()  # valid but late: keyed by product (else: misrouted)
-        mixed.append((topic, key, value, [("test-id", f"late-{n}".encode())]))
+        late.append((topic, key, value, [("test-id", f"late-{n}".encode())]))
+    return mixed, late
+
+
+async def _produce(bootstrap: str, names: dict[str, str], rows: list[Row]) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, max_request_size=2 << 20)
     await producer.start()
     try:
-        futures = [await producer.send(names[t], key=k, value=v, headers=h) for t, k, v, h in mixed]
+        futures = [await producer.send(names[t], key=k, value=v, headers=h) for t, k, v, h in rows]
         await producer.flush()
         for f in futures:
             await f
     finally:
         await producer.stop()
+
+
+def _records_in(url: str) -> float:
+    text = asyncio.run(_text(url + "/metrics"))
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith("streamproc_records_in_total{"))
 
 
 def test_every_bad_record_is_dead_lettered_and_every_good_one_counted(broker: str, tmp_path: Path) -> None:
@@ -93,7 +107,12 @@ def test_every_bad_record_is_dead_lettered_and_every_good_one_counted(broker: st
     names = {t: env[f"STREAMPROC_TOPIC_{t.upper()}"] for t in ("clicks", "orders", "reviews")}
     worker = start_worker(env, tmp_path)
     try:
-        asyncio.run(_produce(broker, names, good, bad, rng))
+        mixed, late = _mixed(good, bad, rng)
+        asyncio.run(_produce(broker, names, mixed))
+        # The late records come once every stream has moved past them (reviews are scored first, and a unit's
+        # watermark waits for its slowest stream): late is decided against the watermark when a record is read.
+        wait_for(lambda: _records_in(worker.url) >= len(mixed), 120)
+        asyncio.run(_produce(broker, names, late))
         dead = asyncio.run(read_topic(broker, env["STREAMPROC_TOPIC_DEAD_LETTERS"], timeout_s=120,
                                       until=lambda rs: len(rs) >= 4 * PER_KIND, idle_s=2.0))
         assert len(dead) == 4 * PER_KIND
