@@ -48,7 +48,7 @@ from array import array
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-__all__ = ["DetectorConfig", "DetectorState", "Decision", "new_state", "step", "forecast", "nb_llr"]
+__all__ = ["DetectorConfig", "DetectorState", "Decision", "new_state", "step", "forecast", "season", "nb_llr"]
 
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
@@ -387,3 +387,8 @@ def forecast(state: DetectorState, horizon_steps: int, ts_ms: int, step_ms: int,
         t = ts_ms + i * step_ms
         total += level * _season(state, _slot(t), t, step_ms, cfg)
     return total
+
+
+def season(state: DetectorState, ts_ms: int, step_ms: int, cfg: DetectorConfig) -> float:
+    """The seasonal factor (about 1 on average) the detector uses for the bucket at ``ts_ms``."""
+    return _season(state, _slot(ts_ms), ts_ms, step_ms, cfg)

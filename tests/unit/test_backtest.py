@@ -35,7 +35,8 @@ def test_backtest_writes_the_columns_and_alerts_only_on_the_firing_row(tmp_path:
     out = io.StringIO()
     assert backtest_main(tmp_path / "s.csv", "timestamp", "value", "orders", out) == 0
     rows = list(csv.DictReader(io.StringIO(out.getvalue())))
-    assert list(rows[0]) == ["timestamp", "value", "expected", "score", "alert"]
+    assert list(rows[0]) == ["timestamp", "value", "expected", "score", "alert", "forecast_next", "forecast_next_low",
+                             "forecast_next_high", "forecast_1h", "forecast_1h_low", "forecast_1h_high"]
     assert [r["timestamp"] for r in rows] == stamps
     assert [float(r["value"]) for r in rows] == values
     alerts = [i for i, r in enumerate(rows) if r["alert"] == "1"]
