@@ -45,7 +45,7 @@ def _parser() -> argparse.ArgumentParser:
     g = sub.add_parser("generate", help="realistic click/order/review traffic into the input topics")
     g.add_argument("--rate", type=float, required=True, help="events per second (wall clock)")
     g.add_argument("--duration", type=float, required=True, help="seconds of wall-clock traffic")
-    g.add_argument("--scenario", default="surges", help="steady, surges, demo, negative-reviews, sale")
+    g.add_argument("--scenario", default="surges", help="steady, surges, demo, negative-reviews, sale, weekly")
     g.add_argument("--seed", type=int, default=1)
     g.add_argument("--products", type=int, default=None)
     g.add_argument("--speed", type=float, default=1.0,
