@@ -136,11 +136,13 @@ def summary(results: list[BacktestRow], seconds: float) -> str:
 
 
 def backtest_main(csv_path: str | Path, time_col: str, value_col: str, signal: str, out: TextIO,
-                  cfg: DetectorConfig | None = None, *, progress: bool = False, report: TextIO | None = None) -> int:
-    """Read ``csv_path``, run the detector and write ``timestamp,value,expected,score,alert`` to ``out``.
+                  cfg: DetectorConfig | None = None, *, progress: bool = False, report: TextIO | None = None,
+                  plot: str | Path | None = None) -> int:
+    """Read ``csv_path``, run the detector and write the :data:`OUTPUT_COLUMNS` to ``out``.
 
     ``signal`` names the series (orders or clicks); both use the same detector settings. ``progress``
-    shows a bar on stderr; ``report`` gets a one-line summary. Returns 0."""
+    shows a bar on stderr; ``report`` gets a one-line summary; ``plot`` also draws the backtest into
+    this image file (needs matplotlib). Returns 0."""
     del signal  # one detector configuration for every signal
     started = time.monotonic()
     rows = read_series(csv_path, time_col, value_col)
@@ -151,6 +153,10 @@ def backtest_main(csv_path: str | Path, time_col: str, value_col: str, signal: s
         value = str(int(r.value)) if r.value.is_integer() else _fmt(r.value)
         writer.writerow((r.timestamp, value, _fmt(r.expected), _fmt(r.score), r.alert,
                          *(_fmt(v) for f in (r.next, r.hour) for v in (f.expected, f.low, f.high))))
+    if plot is not None:
+        from .backtest_plot import plot_backtest
+
+        plot_backtest(results, [parse_ts_ms(r.timestamp) for r in results], plot, title=Path(csv_path).name)
     if report is not None:
         print(summary(results, time.monotonic() - started), file=report)
     return 0

@@ -70,6 +70,8 @@ def _parser() -> argparse.ArgumentParser:
     bt.add_argument("--value-col", required=True)
     bt.add_argument("--signal", default="orders", choices=["orders", "clicks"])
     bt.add_argument("--progress", action="store_true", help="progress bar on stderr (default: only on a terminal)")
+    bt.add_argument("--plot", metavar="OUT.png", default=None,
+                    help="also draw the series, expectation band and alerts into this image (needs matplotlib)")
     return p
 
 
@@ -188,7 +190,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         from .progress import wanted
 
         return backtest_main(args.csv, args.time_col, args.value_col, args.signal, sys.stdout,
-                             progress=wanted(args.progress), report=sys.stderr)
+                             progress=wanted(args.progress), report=sys.stderr, plot=args.plot)
     except BacktestInputError as exc:
         raise ConfigError(str(exc)) from None
 

@@ -92,6 +92,8 @@ class DetectorConfig:
     """A surge needs at least this many units observed during its evidence run."""
     min_drop_expected_units: float = 10.0
     """A drop needs at least this many units expected during its evidence run."""
+    surge_long_run: float = 1.0
+    """The surge test's expectation is at least this share of the hour-of-day's long-run mean (0 = off)."""
     alarm_gain: float = 0.0
     """Relative rise of the threshold per recent incident (see the module docstring); 0 = fixed threshold."""
     alarm_halflife_ms: int = 7 * DAY_MS
@@ -122,7 +124,7 @@ class DetectorConfig:
             raise ValueError(f"DetectorConfig.drop_ratio must be in (0, 1), got {self.drop_ratio!r}")
         if self.pending_steps < 1 or self.keep_firing_steps < 1:
             raise ValueError("DetectorConfig.pending_steps and keep_firing_steps must be >= 1")
-        for name in ("alpha_prior", "alpha_max", "season_prior_units", "week_prior_units", "week_prior_weeks", "alarm_gain", "min_surge_units",
+        for name in ("alpha_prior", "alpha_max", "season_prior_units", "week_prior_units", "week_prior_weeks", "surge_long_run", "alarm_gain", "min_surge_units",
                      "min_drop_expected_units", "cooldown_ms", "warmup_ms"):
             if getattr(self, name) < 0:
                 raise ValueError(f"DetectorConfig.{name} must be >= 0, got {getattr(self, name)!r}")
@@ -320,7 +322,11 @@ def step(state: DetectorState, value: float, ts_ms: int, step_ms: int, cfg: Dete
     threshold = cfg.threshold_nats * (1.0 + cfg.alarm_gain * state.alarm_load)
     cap = 2.0 * threshold
     if warm:  # before that the profile is still being learnt: evidence would be about the model
-        state.up_llr = min(max(state.up_llr + nb_llr(x, mu, cfg.surge_ratio, alpha), 0.0), cap)
+        # a surge must be unusual against the recent level and against this hour's long-run mean, so
+        # that traffic coming back after a dip (a holiday, an outage) is not a surge
+        long_run = state.slot_means[slot] * cfg.surge_long_run if cfg.surge_long_run > 0 else 0.0
+        mu_up = max(mu, long_run)
+        state.up_llr = min(max(state.up_llr + nb_llr(x, mu_up, cfg.surge_ratio, alpha), 0.0), cap)
         state.down_llr = min(max(state.down_llr + nb_llr(x, mu, cfg.drop_ratio, alpha), 0.0), cap)
     state.up_obs, state.up_exp = (state.up_obs + x, state.up_exp + mu) if state.up_llr > 0 else (0.0, 0.0)
     state.down_obs, state.down_exp = (state.down_obs + x, state.down_exp + mu) if state.down_llr > 0 else (0.0, 0.0)

@@ -238,7 +238,7 @@ def _plan_weekly(sc: Scenario, rng: np.random.Generator, warmup_ms: int) -> list
         used = set().union(*recent[-3:]) if recent else set()
         surge = bool(rng.random() < 0.6)
         length = int(rng.integers(20, 61) if surge else rng.integers(30, 91)) * MINUTE_MS
-        start = day + int(rng.integers(0, 24 * 60 - 90)) * MINUTE_MS
+        start = day + int(rng.integers(0, (24 * 60 - 90) // 5)) * 5 * MINUTE_MS  # on the 5-minute bucket grid
         if surge:
             pid = _pick(rng, cat, orders, at_least=0.1, among=40, used=used)
             out.append(Anomaly(pid, "demand_surge", start, start + length, float(rng.choice([8.0, 10.0, 12.0]))))
