@@ -8,8 +8,10 @@ Separate from the detector's expectation, which is deliberately slow and robust 
 * ``season(t)`` is the detector's hierarchical hour-of-week / hour-of-day / flat factor
   (:func:`streamproc.detectors.season`): long memory, shared, so it costs no state here.
 * ``level`` is a fast exponentially weighted mean of deseasonalised counts (half-life
-  ``level_halflife_ms``), with observations winsorised at ``clip_sd`` standard deviations so that a
-  one-bucket spike does not move the next hour's forecast much.
+  ``level_halflife_ms``), with observations winsorised tightly (``clip_sd`` standard deviations), so it
+  follows the median rather than the mean and a one-bucket spike barely moves the next hour's forecast;
+  while the detector has an incident open the clip widens (``shift_clip_sd``) so the level follows a
+  real surge or drop within a few buckets.
 * **Persistence**: what is left over (``x - level * season``, relative to the season) follows an
   AR(1) whose coefficient ``phi`` is an exponentially weighted regression of each residual on the one
   before (clamped to [0, 0.95]); the forecast adds ``phi**i`` of the last residual to bucket ``i``, so a
@@ -43,8 +45,11 @@ class ForecastConfig:
 
     level_halflife_ms: int = 30 * 60_000
     """Memory of the fast level."""
-    clip_sd: float = 3.0
-    """Observations are clipped to forecast +/- this many standard deviations before updating the level."""
+    clip_sd: float = 0.5
+    """Observations are clipped to forecast +/- this many standard deviations before updating the level:
+    a tight clip makes the level track the median, which is what minimises absolute error on bursty counts."""
+    shift_clip_sd: float = 4.0
+    """The clip while the detector has an incident open (a surge or drop): the level then follows the change."""
     dispersion_halflife_ms: int = 2 * 86_400_000
     """Memory of the overdispersion estimate."""
     coverage: float = 0.8
@@ -144,7 +149,8 @@ def update(state: ForecastState, value: float, ts_ms: int, step_ms: int, det: de
     else:
         mu = max(state.level * s, 1e-3)
         sd = math.sqrt(mu * (1.0 + alpha * mu))
-        xc = min(max(x, mu - cfg.clip_sd * sd), mu + cfg.clip_sd * sd + 1.0)
+        clip = cfg.clip_sd if det.firing is None else cfg.shift_clip_sd
+        xc = min(max(x, mu - clip * sd), mu + clip * sd + 1.0)
         a = 1.0 - _decay(step_ms, cfg.level_halflife_ms)
         state.level += a * (xc / s - state.level)
         d = _decay(step_ms, cfg.dispersion_halflife_ms)
