@@ -23,7 +23,7 @@ Separate from the detector's expectation, which is deliberately slow and robust 
   online to miss 20% of outcomes (a quantile tracker: after a miss it grows, after a hit it shrinks),
   checked every bucket for the next bucket and once an hour for the next hour.
 
-State: 16 floats (:class:`ForecastState`), about 100 bytes of numbers.
+State: 16 numbers (:class:`ForecastState`, slotted): about 650 bytes in memory, up to about 430 in a JSON snapshot.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ class ForecastConfig:
     """Log-step of the interval scale after each checked outcome."""
 
 
-@dataclass
+@dataclass(slots=True)
 class ForecastState:
     """What the forecaster remembers about one series."""
 
@@ -90,12 +90,15 @@ class ForecastState:
     steps: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        return {name: getattr(self, name) for name in _STATE_FIELDS}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> ForecastState:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in (d or {}).items() if k in known})
+
+
+_STATE_FIELDS = tuple(f.name for f in fields(ForecastState))
 
 
 @dataclass(frozen=True)
