@@ -77,10 +77,10 @@ def _step_ms(ts: list[int]) -> int:
     return diffs[len(diffs) // 2] if diffs else DEFAULT_STEP_MS
 
 
-def run_backtest(rows: Iterable[tuple[str, float]], cfg: DetectorConfig, *, progress: bool = False
-                 ) -> list[BacktestRow]:
+def run_backtest(rows: Iterable[tuple[str, float]], cfg: DetectorConfig, *, progress: bool = False,
+                 forecasts: bool = True) -> list[BacktestRow]:
     """Run one detector over ``(timestamp, count)`` rows in order; one :class:`BacktestRow` each.
-    ``progress``: a bar on stderr."""
+    ``progress``: a bar on stderr. ``forecasts=False`` skips the forecaster (zero forecast fields)."""
     data = list(rows)
     ts = [parse_ts_ms(t) for t, _ in data]
     step_ms = _step_ms(ts)
@@ -92,9 +92,11 @@ def run_backtest(rows: Iterable[tuple[str, float]], cfg: DetectorConfig, *, prog
                                       total=len(data)):
         d = step(state, value, ts_ms, step_ms, cfg)
         fired = d.transition == "firing"
-        forecast.update(fc, value, ts_ms, step_ms, state, cfg, fc_cfg)
-        nxt = forecast.predict(fc, 1, ts_ms + step_ms, step_ms, state, cfg)
-        hour = forecast.predict(fc, h1, ts_ms + step_ms, step_ms, state, cfg)
+        nxt = hour = forecast.Forecast(0.0, 0.0, 0.0)
+        if forecasts:
+            forecast.update(fc, value, ts_ms, step_ms, state, cfg, fc_cfg)
+            nxt = forecast.predict(fc, 1, ts_ms + step_ms, step_ms, state, cfg)
+            hour = forecast.predict(fc, h1, ts_ms + step_ms, step_ms, state, cfg)
         out.append(BacktestRow(raw_ts, value, d.expected, d.score, int(fired), d.kind if fired else None, nxt, hour))
     return out
 
