@@ -40,6 +40,7 @@ GRID: dict[str, tuple[float, ...]] = {
     "threshold_nats": (10.0, 12.0, 14.0),
     "week_prior_weeks": (4.0, 16.0),
     "surge_long_run": (0.0, 1.0),
+    "drop_long_run": (0.0, 1.0),
     "alarm_gain": (0.0, 0.5),
 }
 """The settings leave-one-series-out chooses among (every combination; the rest stay at their defaults)."""

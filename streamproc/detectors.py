@@ -23,6 +23,10 @@ The model, in four parts:
   one, and a silent product that normally sells builds up drop evidence bucket by bucket.
 * **Minimum volume.** A surge needs ``min_surge_units`` observed during the evidence run; a drop
   needs ``min_drop_expected_units`` expected (and missing) during the run.
+* **Long-run floors.** The surge test's expectation is at least ``surge_long_run`` times the hour of
+  day's long-run mean, and the drop test's at most ``drop_long_run`` times it: traffic coming back
+  after a dip (a holiday, an outage) is not a surge, and a product that is always quiet at this hour
+  (a sparse product at night, while its profile is still flat) is not dropping.
 * **Calibration to the series' own alarm rate.** Every incident adds one to an exponentially decaying
   ``alarm_load`` (half-life ``alarm_halflife_ms``); the CUSUM threshold is
   ``threshold_nats * (1 + alarm_gain * alarm_load)``, so a series whose bursts are routine (it has
@@ -94,6 +98,8 @@ class DetectorConfig:
     """A drop needs at least this many units expected during its evidence run."""
     surge_long_run: float = 1.0
     """The surge test's expectation is at least this share of the hour-of-day's long-run mean (0 = off)."""
+    drop_long_run: float = 1.0
+    """The drop test's expectation is at most this multiple of the hour-of-day's long-run mean (0 = off)."""
     alarm_gain: float = 0.0
     """Relative rise of the threshold per recent incident (see the module docstring); 0 = fixed threshold."""
     alarm_halflife_ms: int = 7 * DAY_MS
@@ -124,7 +130,7 @@ class DetectorConfig:
             raise ValueError(f"DetectorConfig.drop_ratio must be in (0, 1), got {self.drop_ratio!r}")
         if self.pending_steps < 1 or self.keep_firing_steps < 1:
             raise ValueError("DetectorConfig.pending_steps and keep_firing_steps must be >= 1")
-        for name in ("alpha_prior", "alpha_max", "season_prior_units", "week_prior_units", "week_prior_weeks", "surge_long_run", "alarm_gain", "min_surge_units",
+        for name in ("alpha_prior", "alpha_max", "season_prior_units", "week_prior_units", "week_prior_weeks", "surge_long_run", "drop_long_run", "alarm_gain", "min_surge_units",
                      "min_drop_expected_units", "cooldown_ms", "warmup_ms"):
             if getattr(self, name) < 0:
                 raise ValueError(f"DetectorConfig.{name} must be >= 0, got {getattr(self, name)!r}")
@@ -321,15 +327,20 @@ def step(state: DetectorState, value: float, ts_ms: int, step_ms: int, cfg: Dete
         state.alarm_load *= _decay(step_ms, cfg.alarm_halflife_ms)
     threshold = cfg.threshold_nats * (1.0 + cfg.alarm_gain * state.alarm_load)
     cap = 2.0 * threshold
+    mu_down = mu
     if warm:  # before that the profile is still being learnt: evidence would be about the model
         # a surge must be unusual against the recent level and against this hour's long-run mean, so
         # that traffic coming back after a dip (a holiday, an outage) is not a surge
         long_run = state.slot_means[slot] * cfg.surge_long_run if cfg.surge_long_run > 0 else 0.0
         mu_up = max(mu, long_run)
         state.up_llr = min(max(state.up_llr + nb_llr(x, mu_up, cfg.surge_ratio, alpha), 0.0), cap)
-        state.down_llr = min(max(state.down_llr + nb_llr(x, mu, cfg.drop_ratio, alpha), 0.0), cap)
+        # a drop must be unusual against the recent level and against this hour's long-run mean: a
+        # product that is always quiet at this hour (a sparse product at night) is not dropping
+        m_slot = state.slot_means[slot]
+        mu_down = min(mu, max(m_slot * cfg.drop_long_run, _MU_FLOOR)) if cfg.drop_long_run > 0 and m_slot >= 0 else mu
+        state.down_llr = min(max(state.down_llr + nb_llr(x, mu_down, cfg.drop_ratio, alpha), 0.0), cap)
     state.up_obs, state.up_exp = (state.up_obs + x, state.up_exp + mu) if state.up_llr > 0 else (0.0, 0.0)
-    state.down_obs, state.down_exp = (state.down_obs + x, state.down_exp + mu) if state.down_llr > 0 else (0.0, 0.0)
+    state.down_obs, state.down_exp = (state.down_obs + x, state.down_exp + mu_down) if state.down_llr > 0 else (0.0, 0.0)
     surge = state.up_llr >= threshold and state.up_obs >= cfg.min_surge_units
     drop = state.down_llr >= threshold and state.down_exp >= cfg.min_drop_expected_units
     direction = "surge" if surge and (not drop or state.up_llr >= state.down_llr) else ("drop" if drop else None)

@@ -218,3 +218,16 @@ def test_week_profile_round_trips_exactly_and_is_compact() -> None:
     restored = DetectorState.from_dict(orjson.loads(wire))
     assert list(restored.week_means) == list(state.week_means)
     assert sum(m >= 0 for m in restored.week_means) == 168
+
+
+def test_a_sparse_product_quiet_every_night_is_not_a_drop() -> None:
+    #   ~7 units an hour from 6 h, none 0-6 h ▁ (a few days of history: the profile is still mostly flat)
+    t = T0_MS + np.arange(4 * 288) * STEP5_MS
+    hour = (t % 86_400_000) // 3_600_000
+    rate = np.where(hour < 6, 0.0, 0.6)
+    values = np.random.default_rng(26).poisson(rate)
+    cfg = DetectorConfig(warmup_ms=3_600_000)
+    _, decisions = run(values, STEP5_MS, cfg)
+    assert firings(decisions) == []
+    _, without = run(values, STEP5_MS, dataclasses.replace(cfg, drop_long_run=0.0))
+    assert "demand_drop" in [k for _, k in firings(without)]  # what the long-run ceiling is for
