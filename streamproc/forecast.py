@@ -181,11 +181,11 @@ def predict(state: ForecastState, horizon_steps: int, ts_ms: int, step_ms: int, 
         return Forecast(0.0, 0.0, 0.0)
     phi = min(max(state.ar_num / state.ar_den, 0.0), 0.95) if state.ar_den > 0 else 0.0
     total, carry = 0.0, state.resid
-    hour, s = -1, 1.0
+    cur_hour, s = -1, 1.0
     for i in range(horizon_steps):
         t = ts_ms + i * step_ms
-        if t // detectors.HOUR_MS != hour:  # the factor is per hour: one evaluation per hour of the horizon
-            hour, s = t // detectors.HOUR_MS, detectors.season(det, t, step_ms, det_cfg)
+        if t // detectors.HOUR_MS != cur_hour:  # the factor is per hour: one evaluation per hour of the horizon
+            cur_hour, s = t // detectors.HOUR_MS, detectors.season(det, t, step_ms, det_cfg)
         carry *= phi
         total += max(state.level + carry, 0.0) * s
     long = hour if hour is not None else horizon_steps * step_ms >= detectors.HOUR_MS

@@ -92,3 +92,15 @@ def test_state_round_trips_and_continues_identically() -> None:
     _, _, a = feed(tail, len(values), det, fc)
     _, _, b = feed(tail, len(values), det_copy, restored)
     assert a == b
+
+
+def test_next_bucket_interval_is_calibrated_on_its_own_horizon() -> None:
+    # a busy Poisson series: the next-bucket interval must cover about 80% of the next buckets
+    values = np.random.default_rng(7).poisson(30, 10 * 288).astype(float)
+    _, fc, out = feed(values)
+    after = slice(5 * 288, len(values) - 1)
+    nxt = values[1:][after]
+    lo = np.array([o.low for o in out[after]])
+    hi = np.array([o.high for o in out[after]])
+    assert 0.75 <= ((lo <= nxt) & (nxt <= hi)).mean() <= 0.85
+    assert 0.5 < fc.scale_next < 2.0
