@@ -4,16 +4,19 @@ One :class:`DetectorState` per product and signal consumes one closed bucket at 
 (:func:`step`) and says what it expected, how anomalous the count is, and whether an incident
 starts (``firing``) or ends (``resolved``) on this bucket.
 
-The model, in four parts:
+The model:
 
 * **Expected level.** ``expected = level * season(hour_of_week)``. ``level`` is an exponentially
   weighted ratio of sums (counts over seasonal factors) with a half-life in time, so it means the
   same at 1-minute and 30-minute buckets. ``season`` is hierarchical: 24 hour-of-day means give
   ``day = (n*slot_mean + K) / (n*overall_mean + K)`` (``n`` the slot's buckets seen,
   ``K = season_prior_units``), shrunk towards flat; 168 hour-of-week means give
-  ``(n_w*week_mean + K_w*day) / (n_w*overall_mean + K_w)`` (``K_w = week_prior_units``), shrunk towards
-  the hour-of-day factor. A sparse or new product keeps a flat profile, then a daily one, and learns
-  its weekly rhythm (Saturday nights, Monday mornings) only as its own history outweighs the priors.
+  ``day + g * (week_mean / overall_mean - day)``, shrunk towards the hour-of-day factor by
+  ``g = u / (u + week_prior_units) * w / (w + week_prior_weeks)`` with ``u`` the units and ``w`` the
+  weeks of that hour-of-week slot seen (the buckets of one Saturday evening are one draw of "Saturday
+  evening", not twelve). A sparse or new product keeps a flat profile, then a daily one, and learns its
+  weekly rhythm (Saturday nights, Monday mornings) only as its own history outweighs the priors. The
+  weekly means are updated only outside incidents, with observations clipped at ``week_clip_sd``.
 * **Honest test for counts.** Counts are negative binomial around the expectation: variance
   ``mu + alpha * mu**2``, with ``alpha`` (overdispersion) estimated online as a ratio of
   exponentially weighted sums of ``(x - mu)**2 - mu`` and ``mu**2``. Two one-sided CUSUMs
@@ -48,6 +51,7 @@ from __future__ import annotations
 
 import base64
 import math
+import sys
 from array import array
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -130,7 +134,8 @@ class DetectorConfig:
             raise ValueError(f"DetectorConfig.drop_ratio must be in (0, 1), got {self.drop_ratio!r}")
         if self.pending_steps < 1 or self.keep_firing_steps < 1:
             raise ValueError("DetectorConfig.pending_steps and keep_firing_steps must be >= 1")
-        for name in ("alpha_prior", "alpha_max", "season_prior_units", "week_prior_units", "week_prior_weeks", "surge_long_run", "drop_long_run", "alarm_gain", "min_surge_units",
+        for name in ("alpha_prior", "alpha_max", "season_prior_units", "week_prior_units", "week_prior_weeks",
+                     "surge_long_run", "drop_long_run", "alarm_gain", "min_surge_units",
                      "min_drop_expected_units", "cooldown_ms", "warmup_ms"):
             if getattr(self, name) < 0:
                 raise ValueError(f"DetectorConfig.{name} must be >= 0, got {getattr(self, name)!r}")
@@ -190,7 +195,11 @@ class DetectorState:
         largest cost of storing product state."""
         d = dict(self.__dict__)
         d["slot_means"] = list(self.slot_means)
-        d["week_means"] = base64.b64encode(self.week_means.tobytes()).decode("ascii")  # 896 chars, exact
+        week = self.week_means
+        if sys.byteorder == "big":  # the snapshot is little-endian float32 everywhere
+            week = array("f", week)
+            week.byteswap()
+        d["week_means"] = base64.b64encode(week.tobytes()).decode("ascii")  # 896 characters, exact
         return d
 
     @classmethod
@@ -204,6 +213,8 @@ class DetectorState:
         week = array("f")
         if isinstance(kwargs.get("week_means"), str):
             week.frombytes(base64.b64decode(kwargs["week_means"]))
+            if sys.byteorder == "big":
+                week.byteswap()
         kwargs["week_means"] = week if len(week) == WEEK_SLOTS else array("f", [-1.0] * WEEK_SLOTS)
         return cls(**kwargs)
 
