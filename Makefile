@@ -44,8 +44,8 @@ lint: $(STAMP) ## ruff and mypy
 	$(VENV)/bin/ruff check streamproc tests benchmarks
 	$(VENV)/bin/mypy streamproc
 
-backtest: $(STAMP) ## NAB score of the shipped detector defaults on $(SHARED)/data/nab
-	$(PY) benchmarks/nab_eval.py --nab $(SHARED)/data/nab --scorer $(SHARED)/tools/nab_subset.py
+backtest: $(STAMP) ## NAB score of the shipped detector defaults on $(SHARED)/data/nab, in-sample and leave-one-series-out
+	$(PY) benchmarks/nab_eval.py --nab $(SHARED)/data/nab --scorer $(SHARED)/tools/nab_subset.py --per-file --loo
 
 BENCH_STAMP := $(VENV)/.bench-installed
 

@@ -109,11 +109,15 @@ ROWS: list[tuple[str, str, str | None]] = [
     ("synthetic_recall", "", None),
     ("synthetic_f1", "", None),
     ("nab_public_standard", "NAB score", None),
+    ("forecast_mase_5m", "MAE / naive", None),
+    ("forecast_mase_1h", "MAE / naive", None),
+    ("forecast_interval_coverage", "share", None),
 ]
 
 
 FULL_ONLY = {k for k, _, _ in ROWS if k.startswith(("demand_events_per_s_", "loadgen_"))} | {
-    "bytes_per_product_rocksdb", "rocksdb_disk_bytes_per_product"}
+    "bytes_per_product_rocksdb", "rocksdb_disk_bytes_per_product", "forecast_mase_5m", "forecast_mase_1h",
+    "forecast_interval_coverage"}
 """Rows of the full run only: left out of the table when the results do not have the key (--quick, older runs)."""
 
 

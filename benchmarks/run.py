@@ -47,7 +47,7 @@ KEYS = ("raw_consume_events_per_s", "batch_ceiling_events_per_s", "naive_faust_e
         "demand_events_per_s", "demand_vs_batch_ceiling",
         "sentiment_reviews_per_s", "raw_onnx_reviews_per_s", "alert_latency_p99_s", "feature_freshness_p99_s",
         "features_http_p99_ms_1", "features_http_p99_ms_100", "bytes_per_product", "synthetic_f1",
-        "nab_public_standard")
+        "nab_public_standard", "forecast_mase_5m", "forecast_mase_1h", "forecast_interval_coverage")
 CURVE_KEYS = tuple(f"demand_events_per_s_products_{n}" for n in tp.CURVE_PRODUCTS) + tuple(
     f"demand_events_per_s_partitions_{n}" for n in tp.CURVE_PARTITIONS)
 FULL_ONLY_KEYS = (*CURVE_KEYS, "bytes_per_product_rocksdb", "rocksdb_disk_bytes_per_product",
@@ -143,6 +143,16 @@ def _nab(shared: Path, tmp: Path) -> dict[str, Any]:
     prof = orjson.loads(out.read_bytes())["results"][0]["profiles"]
     return {p: {k: v[k] for k in ("nab_score", "recall", "fp_per_1000_outside", "median_delay_rows")}
             for p, v in prof.items()}
+
+
+def _forecast(shared: Path, tmp: Path, weekly_seeds: int) -> dict[str, Any]:
+    out = tmp / "forecast.json"
+    cp = subprocess.run([sys.executable, str(HERE / "forecast_eval.py"), "--nab", str(shared / "data" / "nab"),
+                         "--weekly", str(weekly_seeds), "--json", str(out)], capture_output=True, text=True, timeout=900)
+    if cp.returncode or not out.is_file():
+        raise RuntimeError(f"forecast_eval.py exit {cp.returncode}: {cp.stderr[-500:]}")
+    res: dict[str, Any] = orjson.loads(out.read_bytes())
+    return res
 
 
 def _apache_available() -> str | None:
@@ -249,6 +259,13 @@ def main(argv: list[str] | None = None) -> int:
         if nab:
             run.out["nab_public_standard"] = nab["standard"]["nab_score"]
             run.detail["nab"] = nab
+        fc = run.section("forecast", _forecast, args.shared.resolve(), tmp, 0 if quick else 2)
+        if fc:  # the worse of the NAB and weekly numbers (each: the worse of vs-last and vs-week-ago)
+            parts = [fc["nab"], *([fc["weekly"]] if "weekly" in fc else [])]
+            run.out["forecast_mase_5m"] = max(p["forecast_mase_5m"] for p in parts)
+            run.out["forecast_mase_1h"] = max(p["forecast_mase_1h"] for p in parts)
+            run.out["forecast_interval_coverage"] = fc["nab"]["forecast_interval_coverage"]
+            run.detail["forecast"] = fc
         run.notes["quix_events_per_s"] = EMBEDDED_QUIX_NOTE
         if not quick and not args.no_apache:
             why = _apache_available()

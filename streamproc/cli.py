@@ -130,7 +130,7 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--rate", type=_positive, required=True, metavar="EPS", help="events per second (wall clock)")
     g.add_argument("--duration", type=_positive, required=True, metavar="S", help="seconds of wall-clock traffic")
     g.add_argument("--scenario", default="surges", metavar="NAME",
-                   help="steady, surges (default), demo, negative-reviews or sale")
+                   help="steady, surges (default), demo, negative-reviews, sale or weekly")
     g.add_argument("--seed", type=int, default=1, help="random seed: the same seed gives the same events (default: 1)")
     g.add_argument("--products", type=int, default=None, metavar="N",
                    help="catalogue size (default: 200 for demo, else 1000)")
@@ -179,6 +179,8 @@ def _parser() -> argparse.ArgumentParser:
     bt.add_argument("--signal", default="orders", choices=["orders", "clicks"],
                     help="what the counts are: orders (default) or clicks; both use the same detector settings")
     bt.add_argument("--progress", action="store_true", help="progress bar on stderr (default: only on a terminal)")
+    bt.add_argument("--plot", metavar="OUT.png", default=None,
+                    help="also draw the series, expectation band and alerts into this image (needs matplotlib)")
     return p
 
 
@@ -313,7 +315,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         from .progress import wanted
 
         return backtest_main(args.csv, args.time_col, args.value_col, args.signal, sys.stdout,
-                             progress=wanted(args.progress), report=sys.stderr)
+                             progress=wanted(args.progress), report=sys.stderr, plot=args.plot)
     except BacktestInputError as exc:
         raise ConfigError(str(exc)) from None
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import alerts as alerts_mod
-from . import detectors, review_spikes
+from . import detectors, forecast, review_spikes
 from .events import Click, DecodeError, OrderItem, Review
 from .features import build_features
 from .windows import UnitWatermark, WindowSpec, bucket_start
@@ -66,6 +66,8 @@ class ProductState:
     """Start of the newest *closed* bucket with any activity. Emission and expiry decide on this, not on
     ``last_event_ms``, so that they do not depend on how far ahead the input has been read."""
     det: dict[str, detectors.DetectorState] = field(default_factory=dict)
+    fc: forecast.ForecastState = field(default_factory=forecast.ForecastState)
+    """Units forecaster (16 numbers, see streamproc.forecast)."""
     incidents: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Open (firing) alert per signal."""
     last_scores: dict[str, float] = field(default_factory=dict)
@@ -94,6 +96,7 @@ class ProductState:
             "last_event_ms": self.last_event_ms,
             "last_active_ms": self.last_active_ms,
             "det": {k: v.to_dict() for k, v in self.det.items()},
+            "fc": self.fc.to_dict(),
             "incidents": self.incidents,
             "last_scores": self.last_scores,
             "features": self.features,
@@ -119,6 +122,7 @@ class ProductState:
             last_event_ms=d["last_event_ms"],
             last_active_ms=d.get("last_active_ms", d["last_event_ms"]),
             det={k: detectors.DetectorState.from_dict(v) for k, v in d["det"].items()},
+            fc=forecast.ForecastState.from_dict(d.get("fc")),
             incidents=d.get("incidents", {}),
             last_scores=d.get("last_scores", {}),
             features=d.get("features"),
@@ -374,6 +378,7 @@ class DemandEngine:
                     observed=values[signal], expected=d.expected, score=d.score,
                 )
                 out.append(Output("alert", alert["dedup_key"], alert))
+        forecast.update(p.fc, counts[UNITS], b, size, p.det["orders"], self.det_cfg, forecast.ForecastConfig())
         self.dirty.add(p.product_id)
         if b - p.last_active_ms <= 5 * size or p.incidents or p.features is None:
             rec = build_features(p, as_of_ms=b + size, bucket_ms=size, det_cfg=self.det_cfg)

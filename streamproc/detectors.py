@@ -4,14 +4,19 @@ One :class:`DetectorState` per product and signal consumes one closed bucket at 
 (:func:`step`) and says what it expected, how anomalous the count is, and whether an incident
 starts (``firing``) or ends (``resolved``) on this bucket.
 
-The model, in four parts:
+The model:
 
-* **Expected level.** ``expected = level * season(hour_of_day)``. ``level`` is an exponentially
+* **Expected level.** ``expected = level * season(hour_of_week)``. ``level`` is an exponentially
   weighted ratio of sums (counts over seasonal factors) with a half-life in time, so it means the
-  same at 1-minute and 30-minute buckets. ``season`` comes from 24 hour-of-day means of the counts
-  (long memory): ``(n*slot_mean + K) / (n*overall_mean + K)`` with ``n`` the slot's buckets seen and
-  ``K = season_prior_units``, so a sparse or new product keeps a flat profile until its own history
-  outweighs ``K`` pseudo-units.
+  same at 1-minute and 30-minute buckets. ``season`` is hierarchical: 24 hour-of-day means give
+  ``day = (n*slot_mean + K) / (n*overall_mean + K)`` (``n`` the slot's buckets seen,
+  ``K = season_prior_units``), shrunk towards flat; 168 hour-of-week means give
+  ``day + g * (week_mean / overall_mean - day)``, shrunk towards the hour-of-day factor by
+  ``g = u / (u + week_prior_units) * w / (w + week_prior_weeks)`` with ``u`` the units and ``w`` the
+  weeks of that hour-of-week slot seen (the buckets of one Saturday evening are one draw of "Saturday
+  evening", not twelve). A sparse or new product keeps a flat profile, then a daily one, and learns its
+  weekly rhythm (Saturday nights, Monday mornings) only as its own history outweighs the priors. The
+  weekly means are updated only outside incidents, with observations clipped at ``week_clip_sd``.
 * **Honest test for counts.** Counts are negative binomial around the expectation: variance
   ``mu + alpha * mu**2``, with ``alpha`` (overdispersion) estimated online as a ratio of
   exponentially weighted sums of ``(x - mu)**2 - mu`` and ``mu**2``. Two one-sided CUSUMs
@@ -21,6 +26,15 @@ The model, in four parts:
   one, and a silent product that normally sells builds up drop evidence bucket by bucket.
 * **Minimum volume.** A surge needs ``min_surge_units`` observed during the evidence run; a drop
   needs ``min_drop_expected_units`` expected (and missing) during the run.
+* **Long-run floors.** The surge test's expectation is at least ``surge_long_run`` times the hour of
+  day's long-run mean, and the drop test's at most ``drop_long_run`` times it: traffic coming back
+  after a dip (a holiday, an outage) is not a surge, and a product that is always quiet at this hour
+  (a sparse product at night, while its profile is still flat) is not dropping.
+* **Calibration to the series' own alarm rate.** Every incident adds one to an exponentially decaying
+  ``alarm_load`` (half-life ``alarm_halflife_ms``); the CUSUM threshold is
+  ``threshold_nats * (1 + alarm_gain * alarm_load)``, so a series whose bursts are routine (it has
+  fired recently) needs more evidence than a calm one, and the score (statistic over twice that
+  threshold) means the same on both.
 * **Incident lifecycle.** The condition must hold ``pending_steps`` buckets before ``firing``; the
   incident stays open until the condition has been clear ``keep_firing_steps`` buckets, then
   ``resolved``. One incident at a time per series, and none during ``warmup_ms`` after the first
@@ -29,20 +43,25 @@ The model, in four parts:
 Observations are winsorised (at ``clip_sd`` NB standard deviations) before they update the level
 and profile, so a surge does not teach the model that surges are normal; the overdispersion sees
 them unclipped, so a bursty series earns a wider tail (and fewer alerts) than a calm one.
-Defaults were chosen on NAB's five public Twitter series (``benchmarks/nab_eval.py``).
+Defaults were chosen by leave-one-series-out on NAB's five public Twitter series
+(``benchmarks/nab_eval.py``: settings chosen on four series, scored on the fifth).
 """
 
 from __future__ import annotations
 
+import base64
 import math
+import sys
+from array import array
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-__all__ = ["DetectorConfig", "DetectorState", "Decision", "new_state", "step", "forecast", "nb_llr"]
+__all__ = ["DetectorConfig", "DetectorState", "Decision", "new_state", "step", "forecast", "season", "nb_llr"]
 
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
 SLOTS = 24
+WEEK_SLOTS = 168
 _MU_FLOOR = 1e-3  # expected count per bucket never goes below this (keeps the test finite)
 
 
@@ -56,6 +75,15 @@ class DetectorConfig:
     """Memory of the hour-of-day profile."""
     season_prior_units: float = 20.0
     """Pseudo-units that pull each hour-of-day factor towards 1 until the product's history outweighs them."""
+    week_halflife_ms: int = 28 * DAY_MS
+    """Memory of the hour-of-week profile."""
+    week_prior_units: float = 40.0
+    """Pseudo-units that pull each hour-of-week factor towards the hour-of-day factor."""
+    week_prior_weeks: float = 16.0
+    """Pseudo-weeks that pull each hour-of-week factor towards the hour-of-day factor."""
+    week_clip_sd: float = 1.0
+    """Observations are clipped to expected +/- this many standard deviations before updating the
+    hour-of-week profile (12 buckets a week at 5 minutes: one burst would otherwise shape it for weeks)."""
     dispersion_halflife_ms: int = 3 * DAY_MS
     """Memory of the overdispersion estimate."""
     alpha_prior: float = 0.1
@@ -72,6 +100,14 @@ class DetectorConfig:
     """A surge needs at least this many units observed during its evidence run."""
     min_drop_expected_units: float = 10.0
     """A drop needs at least this many units expected during its evidence run."""
+    surge_long_run: float = 1.0
+    """The surge test's expectation is at least this share of the hour-of-day's long-run mean (0 = off)."""
+    drop_long_run: float = 1.0
+    """The drop test's expectation is at most this multiple of the hour-of-day's long-run mean (0 = off)."""
+    alarm_gain: float = 0.0
+    """Relative rise of the threshold per recent incident (see the module docstring); 0 = fixed threshold."""
+    alarm_halflife_ms: int = 7 * DAY_MS
+    """Memory of the alarm load that raises the threshold."""
     pending_steps: int = 1
     """Buckets the condition must hold before an incident fires."""
     keep_firing_steps: int = 3
@@ -86,8 +122,9 @@ class DetectorConfig:
     """Severity is critical when observed/expected over the run is >= this (surge) or <= 1/this (drop)."""
 
     def __post_init__(self) -> None:
-        positive = ("level_halflife_ms", "season_halflife_ms", "dispersion_halflife_ms", "threshold_nats",
-                    "critical_ratio", "clip_sd")
+        positive = ("level_halflife_ms", "season_halflife_ms", "week_halflife_ms", "dispersion_halflife_ms",
+                    "alarm_halflife_ms", "threshold_nats",
+                    "critical_ratio", "clip_sd", "week_clip_sd")
         for name in positive:
             if not getattr(self, name) > 0:
                 raise ValueError(f"DetectorConfig.{name} must be > 0, got {getattr(self, name)!r}")
@@ -97,7 +134,8 @@ class DetectorConfig:
             raise ValueError(f"DetectorConfig.drop_ratio must be in (0, 1), got {self.drop_ratio!r}")
         if self.pending_steps < 1 or self.keep_firing_steps < 1:
             raise ValueError("DetectorConfig.pending_steps and keep_firing_steps must be >= 1")
-        for name in ("alpha_prior", "alpha_max", "season_prior_units", "min_surge_units",
+        for name in ("alpha_prior", "alpha_max", "season_prior_units", "week_prior_units", "week_prior_weeks",
+                     "surge_long_run", "drop_long_run", "alarm_gain", "min_surge_units",
                      "min_drop_expected_units", "cooldown_ms", "warmup_ms"):
             if getattr(self, name) < 0:
                 raise ValueError(f"DetectorConfig.{name} must be >= 0, got {getattr(self, name)!r}")
@@ -105,7 +143,8 @@ class DetectorConfig:
 
 @dataclass
 class DetectorState:
-    """Everything a series' detector remembers (about 45 numbers); mutated in place by :func:`step`."""
+    """Everything a series' detector remembers (about 45 numbers and a 168-slot float32 array, ~1 KB);
+    mutated in place by :func:`step`."""
 
     steps: int = 0
     """Buckets consumed."""
@@ -113,6 +152,10 @@ class DetectorState:
     """Start of the first bucket consumed."""
     slot_means: list[float] = field(default_factory=lambda: [-1.0] * SLOTS)
     """Exponentially weighted mean count per bucket in each UTC hour of the day; -1 = not seen yet."""
+    week_means: array = field(default_factory=lambda: array("f", [-1.0] * WEEK_SLOTS))
+    """Exponentially weighted mean count per bucket in each UTC hour of the week (float32); -1 = not seen yet."""
+    alarm_load: float = 0.0
+    """Exponentially decaying count of recent incidents (raises the threshold)."""
     level_num: float = 0.0
     """Exponentially weighted sum of (clipped) counts."""
     level_den: float = 0.0
@@ -152,6 +195,11 @@ class DetectorState:
         largest cost of storing product state."""
         d = dict(self.__dict__)
         d["slot_means"] = list(self.slot_means)
+        week = self.week_means
+        if sys.byteorder == "big":  # the snapshot is little-endian float32 everywhere
+            week = array("f", week)
+            week.byteswap()
+        d["week_means"] = base64.b64encode(week.tobytes()).decode("ascii")  # 896 characters, exact
         return d
 
     @classmethod
@@ -162,6 +210,12 @@ class DetectorState:
         if "slot_means" in kwargs:
             means = [float(m) for m in kwargs["slot_means"]]
             kwargs["slot_means"] = means if len(means) == SLOTS else [-1.0] * SLOTS
+        week = array("f")
+        if isinstance(kwargs.get("week_means"), str):
+            week.frombytes(base64.b64decode(kwargs["week_means"]))
+            if sys.byteorder == "big":
+                week.byteswap()
+        kwargs["week_means"] = week if len(week) == WEEK_SLOTS else array("f", [-1.0] * WEEK_SLOTS)
         return cls(**kwargs)
 
 
@@ -198,20 +252,22 @@ def _slot(ts_ms: int) -> int:
     return (ts_ms // HOUR_MS) % SLOTS
 
 
-def _visits(state: DetectorState, slot: int, ts_ms: int, step_ms: int) -> float:
-    """Buckets of hour-of-day ``slot`` consumed before the bucket at ``ts_ms`` (buckets are contiguous)."""
+def _visits(state: DetectorState, slot: int, ts_ms: int, step_ms: int, period: int = SLOTS) -> float:
+    """Buckets of hour ``slot`` (of a ``period``-hour cycle) consumed before the bucket at ``ts_ms``
+    (buckets are contiguous)."""
     if state.first_ts_ms is None:
         return 0.0
     h_first, h_now = state.first_ts_ms // HOUR_MS, ts_ms // HOUR_MS
-    whole_hours = (h_now - slot - 1) // SLOTS - (h_first - slot - 1) // SLOTS  # hours H in [h_first, h_now)
+    whole_hours = (h_now - slot - 1) // period - (h_first - slot - 1) // period  # hours H in [h_first, h_now)
     n = whole_hours * HOUR_MS / step_ms
-    if slot == _slot(ts_ms):
+    if slot == h_now % period:
         n += (ts_ms - max(state.first_ts_ms, h_now * HOUR_MS)) // step_ms
     return max(n, 0.0)
 
 
 def _season(state: DetectorState, slot: int, ts_ms: int, step_ms: int, cfg: DetectorConfig) -> float:
-    """Hour-of-day factor (about 1 on average), shrunk towards 1 while the slot's history is thin."""
+    """Hour-of-week factor (about 1 on average): the hour-of-day factor shrunk towards 1 while the
+    slot's history is thin, and the hour-of-week mean shrunk towards that while its own is thin."""
     m = state.slot_means[slot]
     seen = [v for v in state.slot_means if v >= 0]
     if m < 0 or not seen:
@@ -220,7 +276,19 @@ def _season(state: DetectorState, slot: int, ts_ms: int, step_ms: int, cfg: Dete
     memory = 1.0 / (1.0 - _decay(step_ms, cfg.season_halflife_ms / SLOTS))
     n = min(_visits(state, slot, ts_ms, step_ms), memory)
     k = cfg.season_prior_units
-    return (n * m + k) / (n * overall + k) if n * overall + k > 0 else 1.0
+    day = (n * m + k) / (n * overall + k) if n * overall + k > 0 else 1.0
+    wslot = (ts_ms // HOUR_MS) % WEEK_SLOTS
+    mw = state.week_means[wslot]
+    kw = cfg.week_prior_units
+    if mw < 0:
+        return day
+    memory_w = 1.0 / (1.0 - _decay(step_ms, cfg.week_halflife_ms / WEEK_SLOTS))
+    nw = min(_visits(state, wslot, ts_ms, step_ms, WEEK_SLOTS), memory_w)
+    # trust grows with units seen (sparse products) and with weeks seen: the buckets of one Saturday
+    # evening are one draw of "Saturday evening", not twelve
+    weeks = nw * step_ms / HOUR_MS
+    g = (nw * overall / (nw * overall + kw)) * (weeks / (weeks + cfg.week_prior_weeks)) if overall > 0 else 0.0
+    return day + g * (mw / overall - day) if overall > 0 else day
 
 
 def _level(state: DetectorState) -> float:
@@ -266,14 +334,26 @@ def step(state: DetectorState, value: float, ts_ms: int, step_ms: int, cfg: Dete
     warm = state.steps > 0 and ts_ms - state.first_ts_ms >= cfg.warmup_ms
 
     # -- test: two one-sided CUSUMs on the NB log-likelihood ratio -------------------------------
-    cap = 2.0 * cfg.threshold_nats
+    if state.alarm_load > 0:
+        state.alarm_load *= _decay(step_ms, cfg.alarm_halflife_ms)
+    threshold = cfg.threshold_nats * (1.0 + cfg.alarm_gain * state.alarm_load)
+    cap = 2.0 * threshold
+    mu_down = mu
     if warm:  # before that the profile is still being learnt: evidence would be about the model
-        state.up_llr = min(max(state.up_llr + nb_llr(x, mu, cfg.surge_ratio, alpha), 0.0), cap)
-        state.down_llr = min(max(state.down_llr + nb_llr(x, mu, cfg.drop_ratio, alpha), 0.0), cap)
+        # a surge must be unusual against the recent level and against this hour's long-run mean, so
+        # that traffic coming back after a dip (a holiday, an outage) is not a surge
+        long_run = state.slot_means[slot] * cfg.surge_long_run if cfg.surge_long_run > 0 else 0.0
+        mu_up = max(mu, long_run)
+        state.up_llr = min(max(state.up_llr + nb_llr(x, mu_up, cfg.surge_ratio, alpha), 0.0), cap)
+        # a drop must be unusual against the recent level and against this hour's long-run mean: a
+        # product that is always quiet at this hour (a sparse product at night) is not dropping
+        m_slot = state.slot_means[slot]
+        mu_down = min(mu, max(m_slot * cfg.drop_long_run, _MU_FLOOR)) if cfg.drop_long_run > 0 and m_slot >= 0 else mu
+        state.down_llr = min(max(state.down_llr + nb_llr(x, mu_down, cfg.drop_ratio, alpha), 0.0), cap)
     state.up_obs, state.up_exp = (state.up_obs + x, state.up_exp + mu) if state.up_llr > 0 else (0.0, 0.0)
-    state.down_obs, state.down_exp = (state.down_obs + x, state.down_exp + mu) if state.down_llr > 0 else (0.0, 0.0)
-    surge = state.up_llr >= cfg.threshold_nats and state.up_obs >= cfg.min_surge_units
-    drop = state.down_llr >= cfg.threshold_nats and state.down_exp >= cfg.min_drop_expected_units
+    state.down_obs, state.down_exp = (state.down_obs + x, state.down_exp + mu_down) if state.down_llr > 0 else (0.0, 0.0)
+    surge = state.up_llr >= threshold and state.up_obs >= cfg.min_surge_units
+    drop = state.down_llr >= threshold and state.down_exp >= cfg.min_drop_expected_units
     direction = "surge" if surge and (not drop or state.up_llr >= state.down_llr) else ("drop" if drop else None)
     score = min(max(state.up_llr, state.down_llr) / cap, 1.0)
 
@@ -296,6 +376,7 @@ def step(state: DetectorState, value: float, ts_ms: int, step_ms: int, cfg: Dete
                 transition, state.firing, kind = "firing", direction, _kind(direction)
                 state.pending, state.pending_count, state.clear_count = None, 0, 0
                 state.last_fired_ms = ts_ms
+                state.alarm_load += 1.0
                 obs, exp = (state.up_obs, state.up_exp) if direction == "surge" else (state.down_obs, state.down_exp)
                 ratio = obs / max(exp, _MU_FLOOR)
                 critical = ratio >= cfg.critical_ratio if direction == "surge" else ratio <= 1.0 / cfg.critical_ratio
@@ -310,6 +391,13 @@ def step(state: DetectorState, value: float, ts_ms: int, step_ms: int, cfg: Dete
     m = state.slot_means[slot]
     rate = max(1.0 / (_visits(state, slot, ts_ms, step_ms) + 1.0), 1.0 - _decay(step_ms, cfg.season_halflife_ms / SLOTS))
     state.slot_means[slot] = xc if m < 0 else m + rate * (xc - m)
+    if state.firing is None:  # an open incident must not teach the weekly profile (12 buckets a week) it is normal
+        wslot = (ts_ms // HOUR_MS) % WEEK_SLOTS
+        mw = state.week_means[wslot]
+        rate_w = max(1.0 / (_visits(state, wslot, ts_ms, step_ms, WEEK_SLOTS) + 1.0),
+                     1.0 - _decay(step_ms, cfg.week_halflife_ms / WEEK_SLOTS))
+        xw = min(max(x, mu - cfg.week_clip_sd * sd), mu + cfg.week_clip_sd * sd + 1.0)
+        state.week_means[wslot] = xw if mw < 0 else mw + rate_w * (xw - mw)
     if state.steps > 0:
         d_disp = _decay(step_ms, cfg.dispersion_halflife_ms)
         state.disp_num = d_disp * state.disp_num + (x - mu) ** 2 - mu  # unclipped: tails are real
@@ -327,3 +415,8 @@ def forecast(state: DetectorState, horizon_steps: int, ts_ms: int, step_ms: int,
         t = ts_ms + i * step_ms
         total += level * _season(state, _slot(t), t, step_ms, cfg)
     return total
+
+
+def season(state: DetectorState, ts_ms: int, step_ms: int, cfg: DetectorConfig) -> float:
+    """The seasonal factor (about 1 on average) the detector uses for the bucket at ``ts_ms``."""
+    return _season(state, _slot(ts_ms), ts_ms, step_ms, cfg)

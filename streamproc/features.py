@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from . import detectors
+from . import detectors, forecast
 
 if TYPE_CHECKING:
     from .demand import ProductState
@@ -29,9 +29,7 @@ def build_features(p: ProductState, *, as_of_ms: int, bucket_ms: int, det_cfg: d
     h1 = _sum(p.minutes, as_of_ms - 3_600_000)
     d1 = _sum(p.hours, as_of_ms - 24 * 3_600_000)
     clicks_5m = m5[VIEWS] + m5[CARTS]
-    horizon = max(1, round(5 * 60_000 / bucket_ms))
-    expected_orders = detectors.forecast(p.det["orders"], horizon, as_of_ms, bucket_ms, det_cfg)
-    units_per_order = h1[UNITS] / h1[ORDERS] if h1[ORDERS] else 1.0
+    f5, f1h = forecast.units_ahead(p.fc, p.det["orders"], as_of_ms, bucket_ms, det_cfg)
     return {
         "product_id": p.product_id,
         "category": p.category,
@@ -51,7 +49,12 @@ def build_features(p: ProductState, *, as_of_ms: int, bucket_ms: int, det_cfg: d
             "clicks_24h": d1[VIEWS] + d1[CARTS],
             "orders_24h": d1[ORDERS],
             "units_24h": d1[UNITS],
-            "expected_units_next_5m": round(expected_orders * units_per_order, 4),
+            "expected_units_next_5m": round(f5.expected, 4),
+            "expected_units_next_5m_low": round(f5.low, 4),
+            "expected_units_next_5m_high": round(f5.high, 4),
+            "expected_units_next_1h": round(f1h.expected, 4),
+            "expected_units_next_1h_low": round(f1h.low, 4),
+            "expected_units_next_1h_high": round(f1h.high, 4),
             "surge_score": round(max(p.last_scores.values(), default=0.0), 4),
             "reviews_24h": d1[REVIEWS],
             "sentiment_mean_24h": (d1[SENTIMENT_SUM] / d1[SCORED]) if d1[SCORED] else None,

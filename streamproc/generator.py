@@ -45,7 +45,7 @@ Event = tuple[str, bytes, bytes, int]
 """``(topic, key, value, ts_ms)``: logical topic name, product id, JSON bytes, event time."""
 
 MINUTE_MS = 60_000
-SCENARIO_NAMES = ("steady", "surges", "demo", "negative-reviews", "sale")
+SCENARIO_NAMES = ("steady", "surges", "demo", "negative-reviews", "sale", "weekly")
 ANOMALY_KINDS = ("demand_surge", "demand_drop", "negative_review_spike", "review_volume_spike")
 DEMO_WARMUP_MS = 30 * MINUTE_MS
 """Event time before the demo's live part: history the detectors warm up on."""
@@ -91,6 +91,9 @@ class Scenario:
     """Hour of day (UTC, event time) of peak traffic."""
     users: int = 100_000
     """Number of distinct shoppers."""
+    weekly: bool = False
+    """Add the weekly calendar: day-of-week and evening effects, a payday bump, a holiday-like dip
+    (:func:`streamproc.traffic.calendar_effect`). These are rhythm, not anomalies: no truth rows."""
 
     @property
     def end_ms(self) -> int:
@@ -117,7 +120,10 @@ def scenario(
     products (one at the usual volume, others x2.5-x3) and one volume-only decoy. ``sale``: every
     product x5 for 30-60 min. ``demo``: after ``warmup_ms`` (default 30 min) of history, a x10 surge
     on a top-5 product 3 min into the live part, a negative-review spike at +6 min and a drop at
-    +24 min, repeating every 40 min. For the other scenarios ``warmup_ms`` only lengthens the
+    +24 min, repeating every 40 min. ``weekly`` (meant for weeks: 6 weeks, 200 products): the weekly
+    calendar on top of the daily cycle, and after a first week one surge (x8-x12, 20-60 min) or drop
+    (to zero orders, 30-90 min) a day at a random hour (weekends, evenings and paydays included),
+    each on a product not used in the previous 3 days. For the other scenarios ``warmup_ms`` only lengthens the
     warm-up beyond a third of the duration.
     """
     if name not in SCENARIO_NAMES:
@@ -129,7 +135,7 @@ def scenario(
         raise ConfigError(f"products must be >= 1, got {n_products}")
     base = Scenario(
         name=name, products=n_products, categories=min(12, n_products), start_ms=start_ms,
-        duration_ms=duration_ms, rate_eps=float(rate_eps), anomalies=(),
+        duration_ms=duration_ms, rate_eps=float(rate_eps), anomalies=(), weekly=name == "weekly",
     )
     rng = np.random.default_rng([seed, 0x5CE7A])
     warmup = warmup_ms if warmup_ms is not None else (DEMO_WARMUP_MS if name == "demo" else 0)
@@ -221,12 +227,36 @@ def _plan_demo(sc: Scenario, rng: np.random.Generator, warmup_ms: int) -> list[A
     return out
 
 
+def _plan_weekly(sc: Scenario, rng: np.random.Generator, warmup_ms: int) -> list[Anomaly]:
+    _, orders, _ = baseline_per_minute(sc)
+    cat = catalog_of(sc)
+    day_ms = 24 * 60 * MINUTE_MS
+    recent: list[set[str]] = []
+    out = []
+    day = _ceil_minute(sc.start_ms + max(warmup_ms, 7 * day_ms)) // day_ms * day_ms
+    while day + day_ms <= sc.end_ms:
+        used = set().union(*recent[-3:]) if recent else set()
+        surge = bool(rng.random() < 0.6)
+        length = int(rng.integers(20, 61) if surge else rng.integers(30, 91)) * MINUTE_MS
+        start = day + int(rng.integers(0, (24 * 60 - 90) // 5)) * 5 * MINUTE_MS  # on the 5-minute bucket grid
+        if surge:
+            pid = _pick(rng, cat, orders, at_least=0.1, among=40, used=used)
+            out.append(Anomaly(pid, "demand_surge", start, start + length, float(rng.choice([8.0, 10.0, 12.0]))))
+        else:
+            pid = _pick(rng, cat, orders, at_least=0.5, among=15, used=used)
+            out.append(Anomaly(pid, "demand_drop", start, start + length, 0.0))
+        recent.append({pid})
+        day += day_ms
+    return out
+
+
 _PLANNERS: dict[str, Callable[[Scenario, np.random.Generator, int], list[Anomaly]]] = {
     "steady": _plan_steady,
     "surges": _plan_surges,
     "negative-reviews": _plan_negative_reviews,
     "sale": _plan_sale,
     "demo": _plan_demo,
+    "weekly": _plan_weekly,
 }
 
 

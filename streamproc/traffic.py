@@ -26,7 +26,8 @@ if TYPE_CHECKING:
     from streamproc.generator import Anomaly, Scenario
 
 __all__ = [
-    "CATEGORIES", "ALL_PRODUCTS", "Catalog", "catalog", "Simulation", "baseline_per_minute",
+    "CATEGORIES", "ALL_PRODUCTS", "Catalog", "catalog", "Simulation", "baseline_per_minute", "shape_at",
+    "calendar_effect",
     "REVIEW_TEXTS", "REVIEW_TITLES", "KIND_VIEW", "KIND_CART", "KIND_ORDER", "KIND_REVIEW",
 ]
 
@@ -144,14 +145,55 @@ def _events_per_session() -> float:
 
 
 def _daily_shape(sc: Scenario, t_ms: np.ndarray) -> np.ndarray:
-    """Rate multiplier at event times ``t_ms``: a sinusoid on hour of day, mean 1 over the scenario."""
+    """Rate multiplier at event times ``t_ms``, mean 1 over the scenario: a sinusoid on hour of day, times
+    the weekly calendar (:func:`calendar_effect`) when the scenario has one."""
     omega = 2.0 * np.pi / 86_400_000.0
     phase = 2.0 * np.pi * sc.peak_hour_utc / 24.0
+    if sc.weekly:
+        return np.asarray((1.0 + sc.daily_amplitude * np.cos(omega * t_ms - phase)) * calendar_effect(sc, t_ms)
+                          / _calendar_mean(sc))
     a0, a1 = omega * sc.start_ms - phase, omega * (sc.start_ms + max(sc.duration_ms, 1)) - phase
     mean_cos = (np.sin(a1) - np.sin(a0)) / (a1 - a0)
     shape: np.ndarray = (1.0 + sc.daily_amplitude * np.cos(omega * t_ms - phase)) / (
         1.0 + sc.daily_amplitude * mean_cos)
     return shape
+
+
+WEEKDAY_FACTOR = (1.0, 1.1, 1.3, 1.2, 0.9, 0.9, 0.95)
+"""Traffic by UTC day of week, Thursday first (1970-01-01 was a Thursday): busy weekends, quiet Mon/Tue."""
+EVENING_FACTOR = 1.3
+"""Extra evening traffic, 18:00-22:00 UTC, on top of the daily sinusoid."""
+PAYDAY_FACTOR = 1.4
+"""All-day bump on the 1st and the 15th of the month (UTC)."""
+HOLIDAY_FACTOR = 0.6
+"""A holiday-like dip: the whole of the scenario's 30th day (if it has one)."""
+
+
+def calendar_effect(sc: Scenario, t_ms: np.ndarray) -> np.ndarray:
+    """The weekly scenario's calendar multiplier (day of week, evening, payday, holiday) at ``t_ms``."""
+    t = np.asarray(t_ms, dtype=np.float64)
+    day = np.floor(t / 86_400_000.0).astype(np.int64)
+    hour = (t % 86_400_000.0) / 3_600_000.0
+    out = np.asarray(WEEKDAY_FACTOR)[day % 7]
+    out = out * np.where((hour >= 18.0) & (hour < 22.0), EVENING_FACTOR, 1.0)
+    dates = day.astype("datetime64[D]")
+    dom = (dates - dates.astype("datetime64[M]")).astype(np.int64) + 1
+    out = out * np.where((dom == 1) | (dom == 15), PAYDAY_FACTOR, 1.0)
+    holiday = sc.start_ms // 86_400_000 + 29
+    return np.asarray(out * np.where(day == holiday, HOLIDAY_FACTOR, 1.0))
+
+
+@cache
+def _calendar_mean(sc: Scenario) -> float:
+    omega = 2.0 * np.pi / 86_400_000.0
+    phase = 2.0 * np.pi * sc.peak_hour_utc / 24.0
+    t = np.arange(sc.start_ms, sc.start_ms + max(sc.duration_ms, 1), 60_000, dtype=np.float64)
+    return float(np.mean((1.0 + sc.daily_amplitude * np.cos(omega * t - phase)) * calendar_effect(sc, t)))
+
+
+def shape_at(sc: Scenario, t_ms: np.ndarray) -> np.ndarray:
+    """The scenario's traffic multiplier at ``t_ms`` (mean 1 over the scenario)."""
+    return _daily_shape(sc, np.asarray(t_ms, dtype=np.float64))
 
 
 def baseline_per_minute(sc: Scenario) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

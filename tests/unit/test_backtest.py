@@ -35,7 +35,8 @@ def test_backtest_writes_the_columns_and_alerts_only_on_the_firing_row(tmp_path:
     out = io.StringIO()
     assert backtest_main(tmp_path / "s.csv", "timestamp", "value", "orders", out) == 0
     rows = list(csv.DictReader(io.StringIO(out.getvalue())))
-    assert list(rows[0]) == ["timestamp", "value", "expected", "score", "alert"]
+    assert list(rows[0]) == ["timestamp", "value", "expected", "score", "alert", "forecast_next", "forecast_next_low",
+                             "forecast_next_high", "forecast_1h", "forecast_1h_low", "forecast_1h_high"]
     assert [r["timestamp"] for r in rows] == stamps
     assert [float(r["value"]) for r in rows] == values
     alerts = [i for i, r in enumerate(rows) if r["alert"] == "1"]
@@ -76,3 +77,47 @@ def test_input_errors_say_what_is_wrong(tmp_path: Path) -> None:
     with pytest.raises(BacktestInputError, match="not a number"):
         backtest_main(tmp_path / "bad.csv", "timestamp", "value", "orders", io.StringIO())
     assert issubclass(BacktestInputError, ValueError)
+
+
+def test_forecast_columns_are_ordered_intervals_that_follow_the_series(tmp_path: Path) -> None:
+    values = surge_series()
+    write_series(tmp_path / "s.csv", values)
+    out = io.StringIO()
+    backtest_main(tmp_path / "s.csv", "timestamp", "value", "orders", out)
+    rows = list(csv.DictReader(io.StringIO(out.getvalue())))
+    for r in rows[300:]:
+        assert float(r["forecast_next_low"]) <= float(r["forecast_next"]) <= float(r["forecast_next_high"])
+        assert float(r["forecast_1h_low"]) <= float(r["forecast_1h"]) <= float(r["forecast_1h_high"])
+    assert float(rows[800]["forecast_next"]) == pytest.approx(8, rel=0.35)
+    assert float(rows[800]["forecast_1h"]) == pytest.approx(96, rel=0.35)
+
+
+def test_plot_draws_an_image(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    write_series(tmp_path / "s.csv", surge_series())
+    png = tmp_path / "out.png"
+    backtest_main(tmp_path / "s.csv", "timestamp", "value", "orders", io.StringIO(), plot=png)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+
+
+def test_backtest_without_plot_never_imports_matplotlib(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    write_series(tmp_path / "s.csv", surge_series()[:400])
+    code = ("import sys, io; from streamproc import cli; "
+            f"cli.main(['backtest', '--csv', {str(tmp_path / 's.csv')!r}, '--time-col', 'timestamp', "
+            "'--value-col', 'value']); print('matplotlib' in sys.modules, file=sys.stderr)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stderr.strip().endswith("False")
+
+
+def test_plot_without_matplotlib_is_a_one_line_config_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from streamproc.errors import ConfigError
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now raises ImportError
+    write_series(tmp_path / "s.csv", surge_series()[:100])
+    with pytest.raises(ConfigError, match=r"pip install 'streamproc\[plot\]'"):
+        backtest_main(tmp_path / "s.csv", "timestamp", "value", "orders", io.StringIO(), plot=tmp_path / "x.png")

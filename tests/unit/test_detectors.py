@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -145,3 +146,88 @@ def test_config_rejects_nonsense() -> None:
         DetectorConfig(surge_ratio=0.5)
     with pytest.raises(ValueError, match="pending_steps"):
         DetectorConfig(pending_steps=0)
+
+
+def weekly_rate(n: int, step_ms: int, base: float) -> np.ndarray:
+    """``base`` per bucket on weekdays, x1.6 on Saturday and Sunday evenings (18-22 h UTC), x1.3 rest of the weekend."""
+    t = T0_MS + np.arange(n) * step_ms
+    day = (t // 86_400_000) % 7  # 0 = Thursday
+    hour = (t % 86_400_000) // 3_600_000
+    weekend = (day == 2) | (day == 3)
+    return base * np.where(weekend & (hour >= 18) & (hour < 22), 1.6, np.where(weekend, 1.3, 1.0))
+
+
+def test_weekly_rhythm_is_learnt_into_the_expectation() -> None:
+    #   weekday ▁▁▁▁▁  weekend evening ▆ (x1.6): 8 weeks; the weekend evening expectation must rise
+    n = 8 * 7 * 288
+    rate = weekly_rate(n, STEP5_MS, 30.0)
+    values = np.random.default_rng(21).poisson(rate)
+    cfg = DetectorConfig(week_prior_weeks=1.0)
+    _, decisions = run(values, STEP5_MS, cfg)
+    assert firings(decisions) == []
+    expected = np.array([d.expected for d in decisions])
+    last_week = slice(n - 7 * 288, n)
+    hi = rate[last_week] == 48.0
+    lo = rate[last_week] == 30.0
+    assert expected[last_week][hi].mean() > 1.25 * expected[last_week][lo].mean()
+
+
+def test_weekly_profile_waits_for_history_and_stays_flat_for_a_sparse_product() -> None:
+    # a product selling about one unit an hour: too little to trust an hour-of-week slot
+    n = 3 * 7 * 288
+    values = np.random.default_rng(22).poisson(weekly_rate(n, STEP5_MS, 1 / 12))
+    state, _ = run(values, STEP5_MS)
+    t_end = T0_MS + n * STEP5_MS
+    sat_evening = next(t for t in range(t_end, t_end + 8 * 86_400_000, 3_600_000)
+                       if (t // 86_400_000) % 7 == 2 and (t % 86_400_000) // 3_600_000 == 20)
+    from streamproc.detectors import season
+    day_only = DetectorConfig(week_prior_units=1e12)
+    assert season(state, sat_evening, STEP5_MS, CFG) == pytest.approx(season(state, sat_evening, STEP5_MS, day_only),
+                                                                      rel=0.05)
+
+
+def test_return_to_normal_after_a_dip_is_not_a_surge() -> None:
+    #   20/bucket for a week │ an outage-like day at 30% (a drop) │ back to 20: the way back is no surge
+    rng = np.random.default_rng(23)
+    values = np.concatenate([rng.poisson(20, 7 * 288), rng.poisson(6, 288), rng.poisson(20, 288)])
+    cfg = DetectorConfig(cooldown_ms=3_600_000)
+    _, decisions = run(values, STEP5_MS, cfg)
+    assert "demand_surge" not in [k for _, k in firings(decisions)]
+    _, without = run(values, STEP5_MS, dataclasses.replace(cfg, surge_long_run=0.0))
+    assert "demand_surge" in [k for _, k in firings(without)]  # what the long-run floor is for
+
+
+def test_alarm_gain_raises_the_bar_after_an_incident() -> None:
+    rng = np.random.default_rng(24)
+    base = rng.poisson(10, 3 * 288)
+    #   10/bucket │ x4.5 for 4 buckets │ 25 h later x2.5 for 4 buckets: an alert each, unless the first one
+    #   raised the bar
+    values = np.concatenate([base, np.full(4, 45.0), rng.poisson(10, 300), np.full(4, 25.0), rng.poisson(10, 50)])
+    cfg = DetectorConfig(cooldown_ms=3_600_000)
+    _, plain = run(values, STEP5_MS, cfg)
+    _, calibrated = run(values, STEP5_MS, dataclasses.replace(cfg, alarm_gain=2.0))
+    assert len(firings(plain)) == 2
+    assert len(firings(calibrated)) == 1
+
+
+def test_week_profile_round_trips_exactly_and_is_compact() -> None:
+    values = np.random.default_rng(25).poisson(weekly_rate(2 * 7 * 288, STEP5_MS, 12.0))
+    state, _ = run(values, STEP5_MS)
+    wire = orjson.dumps(state.to_dict())
+    assert len(wire) < 2_500
+    restored = DetectorState.from_dict(orjson.loads(wire))
+    assert list(restored.week_means) == list(state.week_means)
+    assert sum(m >= 0 for m in restored.week_means) == 168
+
+
+def test_a_sparse_product_quiet_every_night_is_not_a_drop() -> None:
+    #   ~7 units an hour from 6 h, none 0-6 h ▁ (a few days of history: the profile is still mostly flat)
+    t = T0_MS + np.arange(4 * 288) * STEP5_MS
+    hour = (t % 86_400_000) // 3_600_000
+    rate = np.where(hour < 6, 0.0, 0.6)
+    values = np.random.default_rng(26).poisson(rate)
+    cfg = DetectorConfig(warmup_ms=3_600_000)
+    _, decisions = run(values, STEP5_MS, cfg)
+    assert firings(decisions) == []
+    _, without = run(values, STEP5_MS, dataclasses.replace(cfg, drop_long_run=0.0))
+    assert "demand_drop" in [k for _, k in firings(without)]  # what the long-run ceiling is for

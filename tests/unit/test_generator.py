@@ -296,3 +296,43 @@ def test_any_small_scenario_is_ordered_and_in_range(
 
     assert ts == sorted(ts)
     assert all(sc.start_ms <= t < sc.end_ms for t in ts)
+
+
+DAY = 24 * HOUR
+
+
+def test_weekly_scenario_has_the_calendar_rhythm_in_its_events() -> None:
+    # two weeks at a low rate: Saturdays busier than Mondays, evenings busier than afternoons,
+    # and the 1st of the month (a payday) busier than the same weekday a week later
+    day0 = START // DAY * DAY
+    sc = scenario("weekly", start_ms=day0, duration_ms=14 * DAY, rate_eps=0.2, seed=2, products=50)
+    per_day: collections.Counter[int] = collections.Counter()
+    for _, _, _, ts in events(sc, seed=2):
+        per_day[ts // DAY] += 1
+    sat = [d for d in per_day if d % 7 == 2]
+    mon = [d for d in per_day if d % 7 == 4]
+    assert min(per_day[d] for d in sat) > 1.2 * max(per_day[d] for d in mon)
+    from streamproc.traffic import calendar_effect
+    t = np.array([day0 + h * HOUR for h in range(14 * 24)], dtype=np.float64)
+    eff = calendar_effect(sc, t)
+    hour = (t % DAY) // HOUR
+    assert np.median(eff[hour == 20]) > np.median(eff[hour == 14])
+    payday = np.datetime64("2023-12-01").astype("datetime64[ms]").astype(np.int64)
+    assert calendar_effect(sc, np.array([payday + 14 * HOUR], dtype=np.float64))[0] == pytest.approx(
+        1.4 * calendar_effect(sc, np.array([payday + 7 * DAY + 14 * HOUR], dtype=np.float64))[0])
+
+
+def test_weekly_scenario_places_one_anomaly_a_day_after_a_week_on_the_bucket_grid() -> None:
+    day0 = START // DAY * DAY
+    sc = scenario("weekly", start_ms=day0, duration_ms=42 * DAY, rate_eps=30, seed=4, products=200)
+    rows = truth(sc)
+    assert len(rows) == 35  # days 8..42
+    assert all(r["start_ms"] >= day0 + 7 * DAY and r["start_ms"] % (5 * MIN) == 0 for r in rows)
+    assert {r["kind"] for r in rows} == {"demand_surge", "demand_drop"}
+    for a, b in itertools.pairwise(rows):
+        assert b["start_ms"] - a["start_ms"] < 2 * DAY
+    by_product: dict[str, list[int]] = collections.defaultdict(list)
+    for r in rows:
+        by_product[r["product_id"]].append(r["start_ms"])
+    for starts in by_product.values():
+        assert all(b - a >= 3 * DAY - 2 * HOUR for a, b in itertools.pairwise(sorted(starts)))

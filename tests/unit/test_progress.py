@@ -30,7 +30,7 @@ def test_backtest_bar_only_with_progress_and_always_a_summary(series: Path, caps
     assert main([*args, "--progress"]) == 0
     loud = capsys.readouterr()
     assert "100%|" in loud.err and "400/400" in loud.err and "backtest: 400 rows" in loud.err
-    assert loud.out == quiet.out and loud.out.startswith("timestamp,value,expected,score,alert\n")
+    assert loud.out == quiet.out and loud.out.startswith("timestamp,value,expected,score,alert,forecast_next,")
     assert len(loud.out.splitlines()) == 401
 
 

@@ -1,0 +1,141 @@
+"""Rolling-origin forecast accuracy of :mod:`streamproc.forecast` (a benchmark, never imported by tests).
+
+At every bucket after a week of warm-up, the forecaster (fed with the detector's seasonal profile,
+as in the worker) forecasts the next 5 minutes and the next hour; both are compared with what came,
+and with two naive forecasts: the last value repeated, and the same slot a week earlier. Reported per
+series: MASE-style ratios (forecast MAE / naive MAE, < 1 is better than naive) and the share of
+outcomes inside the 80% interval.
+
+    python benchmarks/forecast_eval.py                        # NAB Twitter series in ../shared/data/nab
+    python benchmarks/forecast_eval.py --weekly 3 --json out.json   # also 3 seeds of the `weekly` scenario
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from streamproc import detectors, forecast  # noqa: E402
+from streamproc.backtest import parse_ts_ms, read_series  # noqa: E402
+
+SERIES = tuple(f"realTweets/Twitter_volume_{s}.csv" for s in ("AAPL", "AMZN", "CRM", "CVS", "FB"))
+WEEK_MS = 7 * 86_400_000
+
+
+def rolling_origin(values: Sequence[float], ts: Sequence[int], step_ms: int,
+                   det_cfg: detectors.DetectorConfig | None = None,
+                   fc_cfg: forecast.ForecastConfig | None = None) -> dict[str, Any]:
+    """Sums of absolute errors and interval hits of the forecaster and the naive forecasts on one series."""
+    det_cfg, fc_cfg = det_cfg or detectors.DetectorConfig(), fc_cfg or forecast.ForecastConfig()
+    h5, h1 = max(1, round(300_000 / step_ms)), max(1, round(3_600_000 / step_ms))
+    index = {t: i for i, t in enumerate(ts)}
+    det, fc = detectors.new_state(det_cfg), forecast.ForecastState()
+    acc = {k: 0.0 for k in ("n5", "f5", "last5", "week5", "in5", "n1", "f1", "last1", "week1", "in1")}
+    for i, (x, t) in enumerate(zip(values, ts, strict=True)):
+        detectors.step(det, x, t, step_ms, det_cfg)
+        forecast.update(fc, x, t, step_ms, det, det_cfg, fc_cfg)
+        if t - ts[0] < WEEK_MS:
+            continue
+        for h, tag in ((h5, "5"), (h1, "1")):
+            if i + h >= len(values) or ts[i + h] != t + h * step_ms:
+                continue
+            ago = index.get(t + step_ms - WEEK_MS)
+            if ago is None or ago + h > len(values):
+                continue
+            actual = sum(values[i + 1:i + 1 + h])
+            f = forecast.predict(fc, h, t + step_ms, step_ms, det, det_cfg)
+            acc["n" + tag] += 1
+            acc["f" + tag] += abs(f.expected - actual)
+            acc["last" + tag] += abs(h * x - actual)
+            acc["week" + tag] += abs(sum(values[ago:ago + h]) - actual)
+            acc["in" + tag] += f.low <= actual <= f.high
+    return acc
+
+
+def summarise(acc: dict[str, float]) -> dict[str, float | None]:
+    def ratio(a: str, b: str) -> float | None:
+        return acc[a] / acc[b] if acc[b] else None
+
+    return {
+        "origins": acc["n5"],
+        "mae_5m": acc["f5"] / acc["n5"] if acc["n5"] else None,
+        "mase_5m_vs_last": ratio("f5", "last5"), "mase_5m_vs_week": ratio("f5", "week5"),
+        "mase_1h_vs_last": ratio("f1", "last1"), "mase_1h_vs_week": ratio("f1", "week1"),
+        "coverage_5m": acc["in5"] / acc["n5"] if acc["n5"] else None,
+        "coverage_1h": acc["in1"] / acc["n1"] if acc["n1"] else None,
+    }
+
+
+def combine(accs: Iterable[dict[str, float]]) -> dict[str, float]:
+    total: dict[str, float] = {}
+    for a in accs:
+        for k, v in a.items():
+            total[k] = total.get(k, 0.0) + v
+    return total
+
+
+def nab_series(nab: Path) -> dict[str, tuple[list[float], list[int], int]]:
+    out = {}
+    for rel in SERIES:
+        rows = read_series(nab / "data" / rel, "timestamp", "value")
+        ts = [parse_ts_ms(t) for t, _ in rows]
+        out[rel.rsplit("_", 1)[-1].removesuffix(".csv")] = ([v for _, v in rows], ts, 300_000)
+    return out
+
+
+def headline(per: dict[str, dict[str, Any]]) -> dict[str, float]:
+    """The keys ``make bench`` records: the worse of the two naive ratios, pooled over series."""
+    pooled = summarise(combine(p["acc"] for p in per.values()))
+    return {
+        "forecast_mase_5m": max(pooled["mase_5m_vs_last"] or 0, pooled["mase_5m_vs_week"] or 0),
+        "forecast_mase_1h": max(pooled["mase_1h_vs_last"] or 0, pooled["mase_1h_vs_week"] or 0),
+        "forecast_interval_coverage": pooled["coverage_1h"] or 0.0,
+        "forecast_interval_coverage_5m": pooled["coverage_5m"] or 0.0,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--nab", type=Path, default=REPO / "../shared/data/nab", help="NAB subset (data/realTweets)")
+    ap.add_argument("--weekly", type=int, default=0, help="also this many seeds of the generated `weekly` scenario")
+    ap.add_argument("--json", type=Path, help="write the numbers here")
+    args = ap.parse_args(argv)
+    if not (args.nab / "data").is_dir():
+        print(f"error: {args.nab}/data not found; pass --nab", file=sys.stderr)
+        return 2
+    per: dict[str, dict[str, Any]] = {}
+    for name, (values, ts, step) in nab_series(args.nab).items():
+        acc = rolling_origin(values, ts, step)
+        per[name] = {"acc": acc, **summarise(acc)}
+    if args.weekly:
+        from weekly_check import weekly_series  # noqa: PLC0415 (benchmarks/weekly_check.py)
+
+        for seed in range(1, args.weekly + 1):
+            accs = [rolling_origin(v, ts, step) for v, ts, step in weekly_series(seed, signal="units")]
+            acc = combine(accs)
+            per[f"weekly-seed{seed}"] = {"acc": acc, **summarise(acc)}
+    print(f"{'series':<16}{'5m/last':>9}{'5m/week':>9}{'1h/last':>9}{'1h/week':>9}{'cov 5m':>8}{'cov 1h':>8}")
+    for name, r in per.items():
+        cells = [r["mase_5m_vs_last"], r["mase_5m_vs_week"], r["mase_1h_vs_last"], r["mase_1h_vs_week"]]
+        print(f"{name:<16}" + "".join(f"{c:>9.3f}" for c in cells) + f"{r['coverage_5m']:>8.3f}{r['coverage_1h']:>8.3f}")
+    nab_only = {k: v for k, v in per.items() if not k.startswith("weekly")}
+    head = {"nab": headline(nab_only)}
+    if args.weekly:
+        head["weekly"] = headline({k: v for k, v in per.items() if k.startswith("weekly")})
+    for what, h in head.items():
+        print(f"{what}: " + ", ".join(f"{k} {v:.3f}" for k, v in h.items()))
+    if args.json:
+        args.json.write_text(json.dumps({"per_series": {k: {x: y for x, y in v.items() if x != "acc"}
+                                                       for k, v in per.items()}, **head}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
