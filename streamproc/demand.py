@@ -37,6 +37,21 @@ def _zeros() -> Counts:
     return [0.0] * NSLOTS
 
 
+_NO_COUNTS: Counts = [0.0] * NSLOTS
+"""The counts of a bucket without activity (read only)."""
+_INT_SLOTS = (VIEWS, CARTS, ORDERS, UNITS, REVIEWS, NEGATIVE, SCORED)
+"""Slots that only ever hold whole numbers: their running totals are exact, whatever the order of the
+additions and subtractions. REVENUE and SENTIMENT_SUM are re-added in bucket order when read (features.py)."""
+
+
+def _total(rows: dict[int, Counts]) -> Counts:
+    total = _zeros()
+    for c in rows.values():
+        for i in _INT_SLOTS:
+            total[i] += c[i]
+    return total
+
+
 @dataclass(frozen=True)
 class Output:
     """Something the engine emits at a bucket close: a features record or an alert transition."""
@@ -46,7 +61,7 @@ class Output:
     value: dict[str, Any]
 
 
-@dataclass
+@dataclass(slots=True)
 class ProductState:
     """Everything kept about one product."""
 
@@ -80,6 +95,14 @@ class ProductState:
     """The negative-review spike test's baseline and incident state."""
     neg_top: dict[int, list[list[Any]]] = field(default_factory=dict)
     """Per bucket (open or within the longest review window), its most negative reviews: evidence."""
+    m_sum: Counts = field(default_factory=_zeros, init=False, repr=False, compare=False)
+    """Running totals of ``minutes`` over the whole-number slots (derived, not stored)."""
+    h_sum: Counts = field(default_factory=_zeros, init=False, repr=False, compare=False)
+    """Running totals of ``hours`` over the whole-number slots (derived, not stored)."""
+
+    def __post_init__(self) -> None:
+        self.m_sum = _total(self.minutes)
+        self.h_sum = _total(self.hours)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable snapshot (for the changelog-backed table)."""
@@ -127,6 +150,17 @@ class ProductState:
             review=review_spikes.ReviewSpikeState.from_dict(d.get("review")),
             neg_top={int(k): v for k, v in d.get("neg_top", [])},
         )
+
+
+def _prune(rows: dict[int, Counts], cut_ms: int, total: Counts) -> None:
+    """Drop the rows starting at or before ``cut_ms`` (the oldest come first) and take them off ``total``."""
+    while rows:
+        k = next(iter(rows))
+        if k > cut_ms:
+            return
+        c = rows.pop(k)
+        for i in _INT_SLOTS:
+            total[i] -= c[i]
 
 
 @dataclass
@@ -338,50 +372,55 @@ class DemandEngine:
                     self.evicted.add(p.product_id)
                     self.dirty.discard(p.product_id)
                 return
-            counts = _zeros()
+            counts = _NO_COUNTS
         else:
             p.minutes[b] = counts
             p.last_active_ms = b
+            m_sum, h_sum = p.m_sum, p.h_sum
+            for i in _INT_SLOTS:
+                v = counts[i]
+                if v:
+                    m_sum[i] += v
+                    h_sum[i] += v
         p.next_close_ms = b + size
         p.closes += 1
         review_spikes.on_close(p, b, size, self.review_cfg, out)  # before the hour-old bucket is pruned
-        for k in [k for k in p.minutes if k <= b - HOUR_MS]:
-            del p.minutes[k]
+        minutes = p.minutes
+        if minutes:
+            _prune(minutes, b - HOUR_MS, p.m_sum)
         hour = b - b % HOUR_MS
-        if any(counts):
+        if counts is not _NO_COUNTS and any(counts):
             h = p.hours.get(hour)
             if h is None:
                 h = p.hours[hour] = _zeros()
             for i, v in enumerate(counts):
                 h[i] += v
-        for k in [k for k in p.hours if k <= hour - DAY_MS]:
-            del p.hours[k]
-        values = {"orders": counts[ORDERS], "clicks": counts[VIEWS] + counts[CARTS]}
-        for signal in SIGNALS:
-            d = detectors.step(p.det[signal], values[signal], b, size, self.det_cfg)
+        if p.hours:
+            _prune(p.hours, hour - DAY_MS, p.h_sum)
+        det = p.det
+        for signal, value in (("orders", counts[ORDERS]), ("clicks", counts[VIEWS] + counts[CARTS])):
+            d = detectors.step(det[signal], value, b, size, self.det_cfg)
             p.last_scores[signal] = d.score
             if d.transition == "firing" and d.kind:
                 alert = alerts_mod.new_alert(
                     alertname=d.kind, signal=signal, product_id=p.product_id, category=p.category,
                     severity=d.severity, window_start_ms=b, window_end_ms=b + size,
-                    observed=values[signal], expected=d.expected, score=d.score,
+                    observed=value, expected=d.expected, score=d.score,
                 )
                 p.incidents[signal] = alert
                 out.append(Output("alert", alert["dedup_key"], alert))
             elif d.transition == "resolved" and signal in p.incidents:
                 alert = alerts_mod.resolve_alert(
                     p.incidents.pop(signal), window_start_ms=b, window_end_ms=b + size,
-                    observed=values[signal], expected=d.expected, score=d.score,
+                    observed=value, expected=d.expected, score=d.score,
                 )
                 out.append(Output("alert", alert["dedup_key"], alert))
         self.dirty.add(p.product_id)
+        self.wall_updated[p.product_id] = wall_ms
         if b - p.last_active_ms <= 5 * size or p.incidents or p.features is None:
             rec = build_features(p, as_of_ms=b + size, bucket_ms=size, det_cfg=self.det_cfg)
             p.features = rec
-            self.wall_updated[p.product_id] = wall_ms
             out.append(Output("features", p.product_id, rec))
-        else:
-            self.wall_updated[p.product_id] = wall_ms
 
     # -- queries -------------------------------------------------------------------------------
 
