@@ -154,12 +154,17 @@ class _FastCheck:
         def when(kind: tuple[str, ...], test: str, cond: str) -> str:
             return cond if only in kind else f"({test} or {cond})"  # a keyword applies to its types only
 
+        lo, hi = schema.get("minLength"), schema.get("maxLength")
+        if (lo is None or type(lo) is int) and (hi is None or type(hi) is int) and (lo is not None or hi is not None):
+            bounds = f"{lo} <= len({v})" if lo is not None else f"len({v})"
+            parts.append(when(("string",), f"type({v}) is not str", bounds + (f" <= {hi}" if hi is not None else "")))
+        required = schema.get("required") if isinstance(schema.get("required"), list) else []
+        props = schema.get("properties") if isinstance(schema.get("properties"), dict) else {}
         for key, val in schema.items():
-            if key in _ANNOTATIONS or key == "type":
+            if key in _ANNOTATIONS or key in ("type", "minLength", "maxLength") and (key == "type" or type(val) is int):
                 continue
-            if key in ("minLength", "maxLength") and type(val) is int:
-                op = ">=" if key == "minLength" else "<="
-                parts.append(when(("string",), f"type({v}) is not str", f"len({v}) {op} {val}"))
+            if key == "required" and props and all(type(x) is str for x in val):  # with "properties" below
+                parts.extend(when(("object",), f"type({v}) is not dict", f"{k!r} in {v}") for k in val if k not in props)
             elif key in ("minimum", "maximum") and type(val) in (int, float):
                 op = ">=" if key == "minimum" else "<="
                 parts.append(when(("integer", "number"), f"type({v}) not in (int, float)", f"{v} {op} {val!r}"))
@@ -173,8 +178,10 @@ class _FastCheck:
             elif key == "properties":
                 for k, sub in val.items():
                     w = self.var()
-                    parts.append(when(("object",), f"type({v}) is not dict",
-                                      f"(({w} := {v}.get({k!r}, _MISSING)) is _MISSING or {self.expr(sub, w)})"))
+                    check = (f"(({w} := {v}.get({k!r}, _MISSING)) is not _MISSING and {self.expr(sub, w)})"
+                             if k in required else
+                             f"(({w} := {v}.get({k!r}, _MISSING)) is _MISSING or {self.expr(sub, w)})")
+                    parts.append(when(("object",), f"type({v}) is not dict", check))
             elif key == "items" and isinstance(val, dict):
                 f = f"_f{len(self.funcs)}"
                 self.funcs.append("")
