@@ -215,6 +215,8 @@ def on_close(p: ProductState, b: int, size: int, cfg: ReviewSpikeConfig, out: li
     from .demand import Output
 
     st = p.review
+    if not (st.base_n or st.base_neg or p.neg_top or st.window_ms or p.m_sum[_SCORED]):
+        return  # never reviewed (or all forgotten): every step below would leave the state as it is
     end = b + size
     keep = _decay(size, cfg.baseline_halflife_ms)
     st.base_n *= keep
