@@ -7,6 +7,11 @@ same records per stream the outputs are the same whatever the speed or batching.
 
 State per product (one :class:`ProductState`) is small and serialisable; the worker keeps a copy in a
 changelog-backed Faust table, written once per batch for the products that changed (``dirty``).
+
+A close costs the same whatever the history kept: the last hour's and day's counts are running totals
+(``m_sum``/``h_sum``, whole-number slots, so exact), rows leave from the oldest end, and only the fractional
+slots (revenue, sentiment) are re-added in bucket order when a features record needs them, so that every
+output is bit for bit what summing the rows gives (``tests/unit/test_engine_equivalence.py``).
 """
 
 from __future__ import annotations
@@ -95,9 +100,9 @@ class ProductState:
     """The negative-review spike test's baseline and incident state."""
     neg_top: dict[int, list[list[Any]]] = field(default_factory=dict)
     """Per bucket (open or within the longest review window), its most negative reviews: evidence."""
-    m_sum: Counts = field(default_factory=_zeros, init=False, repr=False, compare=False)
+    m_sum: Counts = field(init=False, repr=False, compare=False)
     """Running totals of ``minutes`` over the whole-number slots (derived, not stored)."""
-    h_sum: Counts = field(default_factory=_zeros, init=False, repr=False, compare=False)
+    h_sum: Counts = field(init=False, repr=False, compare=False)
     """Running totals of ``hours`` over the whole-number slots (derived, not stored)."""
 
     def __post_init__(self) -> None:

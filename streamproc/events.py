@@ -158,8 +158,8 @@ class _FastCheck:
         if (lo is None or type(lo) is int) and (hi is None or type(hi) is int) and (lo is not None or hi is not None):
             bounds = f"{lo} <= len({v})" if lo is not None else f"len({v})"
             parts.append(when(("string",), f"type({v}) is not str", bounds + (f" <= {hi}" if hi is not None else "")))
-        required = schema.get("required") if isinstance(schema.get("required"), list) else []
-        props = schema.get("properties") if isinstance(schema.get("properties"), dict) else {}
+        required: list[Any] = schema["required"] if isinstance(schema.get("required"), list) else []
+        props: dict[str, Any] = schema["properties"] if isinstance(schema.get("properties"), dict) else {}
         for key, val in schema.items():
             if key in _ANNOTATIONS or key in ("type", "minLength", "maxLength") and (key == "type" or type(val) is int):
                 continue

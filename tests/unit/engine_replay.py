@@ -198,8 +198,13 @@ def run_runtime(name: str, batch: int) -> list[tuple[str, str, bytes]]:
     """Outputs of the runtime driver (features, alerts, scored reviews, dead letters) in emission order."""
     import logging
 
-    logging.getLogger("streamproc").setLevel(logging.ERROR)
-    return asyncio.run(_run_runtime(name, batch))
+    log = logging.getLogger("streamproc")
+    level = log.level
+    log.setLevel(logging.ERROR)  # the runtime logs every alert as a warning
+    try:
+        return asyncio.run(_run_runtime(name, batch))
+    finally:
+        log.setLevel(level)
 
 
 def run_engine(batch: int) -> list[tuple[str, str, bytes]]:
