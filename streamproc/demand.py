@@ -16,9 +16,10 @@ output is bit for bit what summing the rows gives (``tests/unit/test_engine_equi
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import alerts as alerts_mod
 from . import detectors, review_spikes
@@ -35,14 +36,20 @@ SIGNALS = ("orders", "clicks")
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
 
-Counts = list[float]
+if TYPE_CHECKING:
+    Counts = array[float]
+else:
+    Counts = array
+"""A bucket's counters: flat C doubles (the same float arithmetic as a list of floats, a third of the
+memory, and nothing for the garbage collector to walk)."""
+_ZEROS = array("d", [0.0] * NSLOTS)
 
 
 def _zeros() -> Counts:
-    return [0.0] * NSLOTS
+    return array("d", _ZEROS)
 
 
-_NO_COUNTS: Counts = [0.0] * NSLOTS
+_NO_COUNTS: Counts = array("d", _ZEROS)
 """The counts of a bucket without activity (read only)."""
 _INT_SLOTS = (VIEWS, CARTS, ORDERS, UNITS, REVIEWS, NEGATIVE, SCORED)
 """Slots that only ever hold whole numbers: their running totals are exact, whatever the order of the
@@ -134,7 +141,7 @@ class ProductState:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ProductState:
         def rows(r: list[list[float]]) -> dict[int, Counts]:
-            return {int(x[0]): list(x[1:]) for x in r}
+            return {int(x[0]): array("d", x[1:]) for x in r}
 
         return cls(
             product_id=d["product_id"],
@@ -283,7 +290,7 @@ class DemandEngine:
         if isinstance(u, DecodeError):
             return u
         c = self._bucket(u, unit_id, ev.product_id, ev.category, ev.ts_ms, stream, offset)
-        if isinstance(c, list):
+        if isinstance(c, array):
             c[CARTS if ev.action == "add_to_cart" else VIEWS] += 1
             return None
         return c
@@ -329,7 +336,7 @@ class DemandEngine:
             c = p.open.get(start)
             if c is None:
                 c = p.open[start] = _zeros()
-        if isinstance(c, list):
+        if isinstance(c, array):
             c[CARTS if ev.action == "add_to_cart" else VIEWS] += 1
             return None
         return c
@@ -345,7 +352,7 @@ class DemandEngine:
                    seq: int | None = None) -> DecodeError | None:
         """Count one order line of an admitted order (``source``/``seq`` identify it for replays)."""
         c = self._bucket(self.unit(unit_id), unit_id, item.product_id, item.category, ts_ms, source, seq)
-        if isinstance(c, list):
+        if isinstance(c, array):
             c[ORDERS] += 1
             c[UNITS] += item.quantity
             c[REVENUE] += item.quantity * item.unit_price
@@ -362,7 +369,7 @@ class DemandEngine:
         if isinstance(u, DecodeError):
             return u
         c = self._bucket(u, unit_id, ev.product_id, None, ev.ts_ms, stream, offset)
-        if not isinstance(c, list):
+        if not isinstance(c, array):
             return c
         c[REVIEWS] += 1
         if negative is not None:

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from . import detectors
 
 if TYPE_CHECKING:
-    from .demand import ProductState
+    from .demand import Counts, ProductState
 
 __all__ = ["build_features", "with_status", "not_found", "trending"]
 
 VIEWS, CARTS, ORDERS, UNITS, REVENUE, REVIEWS, NEGATIVE, SENTIMENT_SUM, SCORED = range(9)
 
 
-def _sum(rows: dict[int, list[float]], since_ms: int) -> list[float]:
+def _sum(rows: dict[int, Counts], since_ms: int) -> list[float]:
     total = [0.0] * 9
     for start, c in rows.items():
         if start >= since_ms:
@@ -23,7 +24,7 @@ def _sum(rows: dict[int, list[float]], since_ms: int) -> list[float]:
     return total
 
 
-def _recent(rows: dict[int, list[float]], since_ms: int) -> list[float]:
+def _recent(rows: dict[int, Counts], since_ms: int) -> list[float]:
     """``_sum`` over the newest rows (``rows`` are in bucket order): the same additions in the same order."""
     newest = []
     for start in reversed(rows):
@@ -37,7 +38,7 @@ def _recent(rows: dict[int, list[float]], since_ms: int) -> list[float]:
     return total
 
 
-def _slot_sum(rows: dict[int, list[float]], slot: int) -> float:
+def _slot_sum(rows: dict[int, Counts], slot: int) -> float:
     total = 0.0
     for c in rows.values():
         total += c[slot]
@@ -52,6 +53,8 @@ def build_features(p: ProductState, *, as_of_ms: int, bucket_ms: int, det_cfg: d
     the running totals, and only the fractional slots (revenue, sentiment) are re-added, in bucket order,
     when there is something to add."""
     m5 = _recent(p.minutes, as_of_ms - 5 * 60_000)
+    h1: Sequence[float]
+    d1: Sequence[float]
     if 3_600_000 % bucket_ms:  # buckets that straddle the hour: the window cuts inside the rows kept
         h1 = _sum(p.minutes, as_of_ms - 3_600_000)
         d1 = _sum(p.hours, as_of_ms - 24 * 3_600_000)
