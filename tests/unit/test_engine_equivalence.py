@@ -90,3 +90,50 @@ def test_the_fast_check_takes_the_common_shape_and_hands_over_the_rest() -> None
     assert not fast({**_BASE["click"], "ts": "2024-04-24T23:06:40Z"})  # valid, but the pattern is fastjsonschema's
     assert not fast({**_BASE["click"], "ts": 1.0})  # valid (an integer to JSON Schema): fastjsonschema decides
     assert not fast({**_BASE["click"], "action": "buy"})
+
+
+# -- the running totals, where the golden traffic does not reach ---------------------------------------
+
+@pytest.mark.parametrize("bucket_min", [1, 7])  # 7: buckets straddle the hour, the totals are not used
+def test_hour_and_day_counts_are_those_of_the_closed_buckets(bucket_min: int) -> None:
+    from streamproc.demand import DemandEngine, ProductState
+    from streamproc.detectors import DetectorConfig
+    from streamproc.events import Click, OrderItem
+    from streamproc.windows import WindowSpec
+
+    size, hour = bucket_min * er.MIN, 60 * er.MIN
+    eng = DemandEngine(WindowSpec(bucket_ms=size, idle_timeout_ms=1000), DetectorConfig())
+    t0 = er.START_MS - er.START_MS % hour
+    clicks: list[int] = []
+    orders: list[tuple[int, float]] = []
+    outs = []
+    for i in range(0, 3 * 60 * 6):  # three hours, a record every 10 s, with gaps
+        ts = t0 + i * 10_000
+        if (i // 50) % 4 == 3:
+            continue
+        eng.apply_click(0, "clicks/0", Click(f"e{i}", ts, "u", "P", None, "view", None), ts, i)
+        clicks.append(ts)
+        if i % 7 == 0:
+            eng.admit_order(0, "orders/0", ts, ts)
+            eng.apply_item(0, ts, OrderItem("P", 1 + i % 3, 0.1 * (i % 11), None), "orders/0", i)
+            orders.append((ts, (1 + i % 3) * (0.1 * (i % 11))))
+        outs += eng.tick(ts)
+    outs += eng.tick(t0 + 4 * hour)
+    feats = [o.value for o in outs if o.kind == "features"]
+    assert len(feats) > 20
+    for f in feats:
+        as_of = f["as_of_ms"]
+        in_1h = [t for t in clicks if as_of - hour <= t - t % size < as_of]
+        assert f["features"]["clicks_1h"] == len(in_1h)
+        assert f["features"]["clicks_24h"] == len([t for t in clicks if t - t % size < as_of])
+        rev = 0.0  # re-added per closed bucket, in bucket order, as the rows hold them
+        for b in sorted({t - t % size for t, _ in orders if as_of - hour <= t - t % size < as_of}):
+            row = 0.0
+            for t, r in orders:
+                if t - t % size == b:
+                    row += r
+            rev += row
+        assert f["features"]["revenue_1h"] == round(rev, 2)
+    snap = orjson.dumps(eng.index["P"].to_dict())
+    back = ProductState.from_dict(orjson.loads(snap))
+    assert orjson.dumps(back.to_dict()) == snap and list(back.m_sum) == list(eng.index["P"].m_sum)
