@@ -9,6 +9,7 @@ fastjsonschema, which has the last word and the error message.
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -113,7 +114,8 @@ def load_schema(name: str) -> dict[str, Any]:
 
 @cache
 def _validator(name: str) -> Callable[[Any], Any]:
-    return fastjsonschema.compile(load_schema(name))  # type: ignore[no-any-return]
+    # a copy: fastjsonschema rewrites every "$ref" of the schema it is given into an absolute URI
+    return fastjsonschema.compile(copy.deepcopy(load_schema(name)))  # type: ignore[no-any-return]
 
 
 _TYPE_TESTS = {"string": "type({v}) is str", "integer": "type({v}) is int", "number": "type({v}) in (int, float)",
@@ -143,7 +145,8 @@ class _FastCheck:
             return "False"
         if "$ref" in schema:
             ref = schema["$ref"]
-            if not ref.startswith("#/$defs/") or len(schema) > 1:
+            ref = ref[len(self.root.get("$id", "")):] if ref.startswith(self.root.get("$id", "") + "#") else ref
+            if not ref.startswith("#/$defs/") or len(schema) > 1:  # (the absolute form: fastjsonschema's rewrite)
                 return "False"
             return self.expr(self.root["$defs"][ref[len("#/$defs/"):]], v)
         parts: list[str] = []
