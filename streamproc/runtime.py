@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import itertools
 import logging
 import time
@@ -52,6 +53,7 @@ class Record:
     headers: Headers = None
 
 
+@functools.lru_cache(maxsize=1 << 16)  # murmur2 in pure Python costs microseconds; order lines repeat products
 def partition_for(key: str, partitions: int) -> int:
     """The partition Kafka's default partitioner gives ``key`` (murmur2, as the Java client)."""
     return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
