@@ -13,6 +13,7 @@ detectors' state is kept in memory only, so after a restart they warm up again.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -81,7 +82,7 @@ class CategoryEngine:
             out[f"sentiment_mean_{name}"] = sent / scored if scored else None
         return out
 
-    def _add_reviews(self, category: str, b: int, c: list[float]) -> None:
+    def _add_reviews(self, category: str, b: int, c: Sequence[float]) -> None:
         if not c[REVIEWS]:
             return
         for rows, key, keep_ms in ((self.review_minutes, b, HOUR_MS), (self.review_hours, b - b % HOUR_MS, DAY_MS)):

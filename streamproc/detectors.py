@@ -411,6 +411,8 @@ def forecast(state: DetectorState, horizon_steps: int, ts_ms: int, step_ms: int,
     """Expected total count over the ``horizon_steps`` buckets starting at ``ts_ms``."""
     level = _level(state)
     total = 0.0
+    if level == 0.0:  # the sum below is 0.0 too (seasonal factors are finite): skip computing them
+        return total
     for i in range(max(horizon_steps, 0)):
         t = ts_ms + i * step_ms
         total += level * _season(state, _slot(t), t, step_ms, cfg)

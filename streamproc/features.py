@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from . import detectors, forecast
 
 if TYPE_CHECKING:
-    from .demand import ProductState
+    from .demand import Counts, ProductState
 
 __all__ = ["build_features", "with_status", "not_found", "trending"]
 
 VIEWS, CARTS, ORDERS, UNITS, REVENUE, REVIEWS, NEGATIVE, SENTIMENT_SUM, SCORED = range(9)
 
 
-def _sum(rows: dict[int, list[float]], since_ms: int) -> list[float]:
+def _sum(rows: dict[int, Counts], since_ms: int) -> list[float]:
     total = [0.0] * 9
     for start, c in rows.items():
         if start >= since_ms:
@@ -23,11 +24,45 @@ def _sum(rows: dict[int, list[float]], since_ms: int) -> list[float]:
     return total
 
 
+def _recent(rows: dict[int, Counts], since_ms: int) -> list[float]:
+    """``_sum`` over the newest rows (``rows`` are in bucket order): the same additions in the same order."""
+    newest = []
+    for start in reversed(rows):
+        if start < since_ms:
+            break
+        newest.append(rows[start])
+    total = [0.0] * 9
+    for c in reversed(newest):
+        for i, v in enumerate(c):
+            total[i] += v
+    return total
+
+
+def _slot_sum(rows: dict[int, Counts], slot: int) -> float:
+    total = 0.0
+    for c in rows.values():
+        total += c[slot]
+    return total
+
+
 def build_features(p: ProductState, *, as_of_ms: int, bucket_ms: int, det_cfg: detectors.DetectorConfig) -> dict[str, Any]:
-    """The features record of a product as of the end of its latest closed bucket."""
-    m5 = _sum(p.minutes, as_of_ms - 5 * 60_000)
-    h1 = _sum(p.minutes, as_of_ms - 3_600_000)
-    d1 = _sum(p.hours, as_of_ms - 24 * 3_600_000)
+    """The features record of a product as of the end of its latest closed bucket.
+
+    Called right after the close of the bucket ending at ``as_of_ms``, when ``p.minutes`` holds exactly the
+    last hour and ``p.hours`` the last 24 h (with buckets that divide an hour): the 1 h and 24 h counts are
+    the running totals, and only the fractional slots (revenue, sentiment) are re-added, in bucket order,
+    when there is something to add."""
+    m5 = _recent(p.minutes, as_of_ms - 5 * 60_000)
+    h1: Sequence[float]
+    d1: Sequence[float]
+    if 3_600_000 % bucket_ms:  # buckets that straddle the hour: the window cuts inside the rows kept
+        h1 = _sum(p.minutes, as_of_ms - 3_600_000)
+        d1 = _sum(p.hours, as_of_ms - 24 * 3_600_000)
+        revenue_1h, sentiment_24h = h1[REVENUE], d1[SENTIMENT_SUM]
+    else:
+        h1, d1 = p.m_sum, p.h_sum
+        revenue_1h = _slot_sum(p.minutes, REVENUE) if h1[ORDERS] else 0.0
+        sentiment_24h = _slot_sum(p.hours, SENTIMENT_SUM) if d1[SCORED] else 0.0
     clicks_5m = m5[VIEWS] + m5[CARTS]
     f5, f1h = forecast.units_ahead(p.fc, p.det["orders"], as_of_ms, bucket_ms, det_cfg)
     return {
@@ -45,7 +80,7 @@ def build_features(p: ProductState, *, as_of_ms: int, bucket_ms: int, det_cfg: d
             "clicks_1h": h1[VIEWS] + h1[CARTS],
             "orders_1h": h1[ORDERS],
             "units_1h": h1[UNITS],
-            "revenue_1h": round(h1[REVENUE], 2),
+            "revenue_1h": round(revenue_1h, 2),
             "clicks_24h": d1[VIEWS] + d1[CARTS],
             "orders_24h": d1[ORDERS],
             "units_24h": d1[UNITS],
@@ -57,7 +92,7 @@ def build_features(p: ProductState, *, as_of_ms: int, bucket_ms: int, det_cfg: d
             "expected_units_next_1h_high": round(f1h.high, 4),
             "surge_score": round(max(p.last_scores.values(), default=0.0), 4),
             "reviews_24h": d1[REVIEWS],
-            "sentiment_mean_24h": (d1[SENTIMENT_SUM] / d1[SCORED]) if d1[SCORED] else None,
+            "sentiment_mean_24h": (sentiment_24h / d1[SCORED]) if d1[SCORED] else None,
             "negative_share_24h": (d1[NEGATIVE] / d1[SCORED]) if d1[SCORED] else None,
         },
     }

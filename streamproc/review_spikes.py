@@ -30,6 +30,7 @@ Pure logic over the closed buckets the engine keeps (``ProductState.minutes``, c
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -164,13 +165,27 @@ def add_evidence(top: list[list[Any]], negative: float, review_id: str, text: st
 
 
 def _window_counts(p: ProductState, end_ms: int, cfg: ReviewSpikeConfig) -> list[tuple[int, float, float]]:
+    """Scored and negative reviews per trailing window, from the running totals of ``p.minutes`` (whole
+    numbers, so exact): a short window adds its newest rows, a long one takes the oldest off the total."""
+    rows = p.minutes
     out = []
     for w in cfg.windows_ms:
+        since = end_ms - w
         n = k = 0.0
-        for start, c in p.minutes.items():
-            if start >= end_ms - w:
+        if 2 * w <= HOUR_MS:
+            for start in reversed(rows):
+                if start < since:
+                    break
+                c = rows[start]
                 n += c[_SCORED]
                 k += c[_NEGATIVE]
+        else:
+            n, k = p.m_sum[_SCORED], p.m_sum[_NEGATIVE]
+            for start, c in rows.items():
+                if start >= since:
+                    break
+                n -= c[_SCORED]
+                k -= c[_NEGATIVE]
         out.append((w, n, k))
     return out
 
@@ -188,6 +203,11 @@ def _describe(v: Verdict, baseline: float, start_ms: int) -> str:
         f"no scored reviews in the {v.window_ms / MIN_MS:g} min window starting {alerts_mod.event_time_text(start_ms)}."
 
 
+@functools.cache
+def _decay(size_ms: int, halflife_ms: int) -> float:
+    return 0.5 ** (size_ms / halflife_ms)
+
+
 def on_close(p: ProductState, b: int, size: int, cfg: ReviewSpikeConfig, out: list[Output]) -> None:
     """Bucket ``b`` of ``p`` has closed (``p.minutes[b]`` holds it if it had activity): feed the baseline
     with the bucket that left the longest window, run the test, emit firing/resolved, prune evidence.
@@ -195,16 +215,20 @@ def on_close(p: ProductState, b: int, size: int, cfg: ReviewSpikeConfig, out: li
     from .demand import Output
 
     st = p.review
+    if not (st.base_n or st.base_neg or p.neg_top or st.window_ms or p.m_sum[_SCORED]):
+        return  # never reviewed (or all forgotten): every step below would leave the state as it is
     end = b + size
-    st.base_n *= 0.5 ** (size / cfg.baseline_halflife_ms)
-    st.base_neg *= 0.5 ** (size / cfg.baseline_halflife_ms)
+    keep = _decay(size, cfg.baseline_halflife_ms)
+    st.base_n *= keep
+    st.base_neg *= keep
     gone = p.minutes.get(end - cfg.longest_ms - size)
     if gone is not None and st.window_ms is None:  # frozen while firing: an incident does not become the norm
         st.base_n += gone[_SCORED]
         st.base_neg += gone[_NEGATIVE]
-    for old in [x for x in p.neg_top if x < end - cfg.longest_ms]:
-        del p.neg_top[old]
-    if not p.neg_top and not st.window_ms and not any(c[_SCORED] for c in p.minutes.values()):
+    if p.neg_top:
+        for old in [x for x in p.neg_top if x < end - cfg.longest_ms]:
+            del p.neg_top[old]
+    if not p.neg_top and not st.window_ms and not p.m_sum[_SCORED]:  # m_sum: every row, the hour-old one too
         return  # nothing reviewed recently and nothing open: nothing to test
     baseline = baseline_share(st, cfg)
     verdicts = judge(_window_counts(p, end, cfg), baseline, cfg)
