@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import logging
 from typing import Any
 
@@ -63,6 +64,9 @@ class WorkerService(Service):  # type: ignore[misc]
         self.web: WebServer | None = None
 
     async def on_start(self) -> None:
+        # Product states are long-lived and seldom cyclic: the cyclic collector's default thresholds walked the
+        # whole growing heap of them over and over (~55 of ~190 µs per event with 100k products, engine alone).
+        gc.set_threshold(100_000, 50, 100)
         await self.silence_log.start()
         if self.delivery is not None:
             await self.delivery.start()
