@@ -199,7 +199,9 @@ def test_backtest_on_labelled_series() -> None:
                     timeout=120)
     assert r.returncode == 0, r.stderr
     rows = list(csv.DictReader(io.StringIO(r.stdout)))
-    assert list(rows[0]) == ["timestamp", "value", "expected", "score", "alert"]
+    # The contract's columns first, then the forecaster's (extending the shape is allowed, reordering is not).
+    assert list(rows[0]) == ["timestamp", "value", "expected", "score", "alert", "forecast_next", "forecast_next_low",
+                             "forecast_next_high", "forecast_1h", "forecast_1h_low", "forecast_1h_high"]
     with open(NAB_CSV) as fh:
         source = list(csv.DictReader(fh))
     assert [row["timestamp"] for row in rows] == [row["timestamp"] for row in source]
