@@ -29,10 +29,10 @@ demo: ## run the whole system locally (embedded broker, worker, traffic, webhook
 	@$(MAKE) -s --no-print-directory $(STAMP)
 	$(VENV)/bin/streamproc demo
 
-test: ## the whole suite, ~15-17 min on 2 cores (needs Java 17+, Maven, Chromium: checked first)
+test: ## the whole suite, ~19 min on 2 cores (needs Java 17+, Maven, Chromium: checked first)
 	@$(PREREQS) test
 	@$(MAKE) -s --no-print-directory $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
 test-unit: $(STAMP) ## unit tests only (seconds, no broker)
 	$(PY) -m pytest -q tests/unit
