@@ -290,5 +290,6 @@ class Runner:
             done = self.next_offsets.get(tp, self.committed.get(tp, 0))
             if high > done:
                 rt.engine.touch_stream(tp.partition, stream, wall)
-        record_consumer_lag(rt.metrics.consumer_lag, highs, rt.processed_offsets, self.committed)
+        last = {(tp.topic, tp.partition): nxt - 1 for tp, nxt in self.next_offsets.items()}
+        record_consumer_lag(rt.metrics.consumer_lag, highs, last, self.committed)
 

@@ -86,8 +86,6 @@ class Runtime:
         self.admission = Admission(settings.partitions, dedup_horizon_ms=settings.dedup_horizon_ms,
                                    dedup_max_ids=settings.dedup_max_ids, metrics=self.metrics)
         """Routing and duplicate checks of decoded input records (admission.py)."""
-        self.processed_offsets: dict[tuple[str, int], int] = {}
-        """Last offset handled per (topic, partition): with the consumer's positions it tells backlog from idleness."""
         self.metrics.bind_runtime(self)  # table sizes and open incidents, computed at scrape time
 
     # -- input ---------------------------------------------------------------------------------
@@ -114,8 +112,6 @@ class Runtime:
         self.engine.drop_unit(partition)
         self.fronts.forget(partition)
         self.in_flight.pop(partition, None)
-        for tp in [tp for tp in self.processed_offsets if tp[1] == partition]:
-            del self.processed_offsets[tp]
 
     def reclaim(self, partition: int) -> bool:
         """Put back the products set aside at the unit's revocation; False if there are none."""
@@ -172,7 +168,6 @@ class Runtime:
         processed = 0
         decode = decoder_for(logical) if logical != ORDER_ITEMS else _decode_item
         streams: dict[int, str] = {}
-        offsets = self.processed_offsets
         for n, rec in enumerate(records):
             partition = rec.partition
             stream = streams.get(partition)
@@ -182,7 +177,6 @@ class Runtime:
             if logical == ORDER_ITEMS:
                 if self.fronts.is_marker(rec.key):  # another worker's front, not an order line
                     bad = self.fronts.receive(partition, rec.value)
-                    offsets[(rec.topic, partition)] = rec.offset
                     if bad is not None:
                         await self.dead_letter(logical, rec, "schema", bad)
                     continue
@@ -219,7 +213,6 @@ class Runtime:
                 err = eng.admit_order(partition, stream, ts, wall, forwarded=True)
                 if err is None:
                     err = eng.apply_item(partition, ts, item, source, seq)
-            offsets[(rec.topic, partition)] = rec.offset
             if err is not None:
                 await self.dead_letter(logical, rec, err.kind, err.message)
             else:

@@ -86,7 +86,6 @@ class ChangelogStore:
         self.bootstrap = bootstrap
         self.client_kwargs = dict(client_kwargs or {})
         self.reader: AIOKafkaConsumer = None  # type: ignore[assignment]  # created in start (needs the loop)
-        self.written = 0
 
     async def start(self) -> None:
         self.reader = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False,
@@ -108,7 +107,6 @@ class ChangelogStore:
         if not sent:
             return
         acks = await asyncio.gather(*sent)
-        self.written += len(sent)
         if self.local is not None:
             by_unit: dict[int, list[tuple[bytes, bytes | None]]] = {}
             ends: dict[int, int] = {}
