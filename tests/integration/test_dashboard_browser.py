@@ -69,9 +69,12 @@ def _check_rankings(page: Any) -> None:
         "#trend-orders tbody tr[data-product]",
         "rows => rows.map(r => [r.dataset.product, Number(r.dataset.count), r.classList.contains('firing')])")
     assert trend and all(count > 0 or firing for _, count, firing in trend), trend
+    # Reviews are counted once scored, after the clicks and orders: wait until the table holds the case
+    # (several scored products, one with at least two negative reviews) before checking how it is ranked.
     page.wait_for_function(
-        "document.querySelectorAll('#sentiment tbody tr[data-product][data-negative]:not([data-negative=\"\"])')"
-        ".length >= 3", timeout=30_000)
+        "(() => { const rows = [...document.querySelectorAll("
+        "'#sentiment tbody tr[data-product][data-negative]:not([data-negative=\"\"])')];"
+        " return rows.length >= 3 && rows.some(r => Number(r.dataset.negative) >= 2); })()", timeout=60_000)
     rows = page.eval_on_selector_all(
         "#sentiment tbody tr[data-product]",
         "rows => rows.map(r => [r.dataset.product, Number(r.dataset.negative), Number(r.dataset.reviews), "
