@@ -102,7 +102,7 @@ class CategoryEngine:
         for o in outputs:
             if o.kind != "features":
                 continue
-            p = self.engine.index.get(o.key)
+            p = self.engine.peek(o.key)
             if p is None or not p.category:
                 continue
             b = int(o.value["as_of_ms"]) - size

@@ -134,7 +134,7 @@ def _health(rt: Any, rates: RateTracker, now_ms: int) -> dict[str, Any]:
         "dead_letters_by_reason": _sum_by(dead, "reason"),
         "webhooks": [{"receiver": k, **v} for k, v in sorted(receivers.items())],
         "webhooks_configured": bool(rt.settings.webhook_urls),
-        "products_tracked": len(rt.engine.index),
+        "products_tracked": rt.engine.product_count(),
     }
 
 

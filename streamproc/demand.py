@@ -16,10 +16,14 @@ output is bit for bit what summing the rows gives (``tests/unit/test_engine_equi
 
 from __future__ import annotations
 
+import heapq
+import zlib
 from array import array
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+import orjson
 
 from . import alerts as alerts_mod
 from . import detectors, forecast, review_spikes
@@ -35,6 +39,13 @@ NSLOTS = 9
 SIGNALS = ("orders", "clicks")
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
+FEATURE_TAIL_BUCKETS = 5
+"""A product emits features at each close until this many buckets after its last activity."""
+MIN_PARK_BUCKETS = 3
+"""A product is parked only if it can skip at least this many closes (else parking costs more than it saves)."""
+FORCED_PARK_BUCKETS = 5
+"""A product parked over the cap catches up after this many buckets (or when a record touches it)."""
+_MU_FLOOR = 1e-3  # detectors._MU_FLOOR: the drop test's expectation per bucket is never below this
 
 if TYPE_CHECKING:
     Counts = array[float]
@@ -185,23 +196,46 @@ class Unit:
 
     watermark: UnitWatermark
     products: dict[str, ProductState] = field(default_factory=dict)
+    """Products in the heap (hot): closed at every bucket."""
     next_close_ms: int | None = None
+    frontier_ms: int | None = None
+    """Start of the first bucket not yet final: every hot product has closed every bucket before it."""
+    cold: dict[str, bytes] = field(default_factory=dict)
+    """Parked products: compressed snapshots of products that need no close for a while (see ``_park_due``)."""
+    wake: list[tuple[int, str]] = field(default_factory=list)
+    """Heap of (bucket start at which a parked product must close again, product id); stale entries are
+    harmless (a product woken early catches up and parks again)."""
 
 
 class DemandEngine:
     """Per-product event-time windows, detection at close, features and alert transitions."""
 
     def __init__(self, spec: WindowSpec, det_cfg: detectors.DetectorConfig, *, live_ms: int = DAY_MS,
-                 review_cfg: review_spikes.ReviewSpikeConfig | None = None) -> None:
+                 review_cfg: review_spikes.ReviewSpikeConfig | None = None, max_hot: int | None = None,
+                 park: bool = True, wake_budget: int = 20_000) -> None:
         self.spec = spec
         self.det_cfg = det_cfg
         self.review_cfg = review_cfg or review_spikes.ReviewSpikeConfig()
         self.live_ms = live_ms
         self.units: dict[int, Unit] = {}
         self.index: dict[str, ProductState] = {}
+        """Hot products (in the heap) by id; parked ones are in their unit's ``cold``."""
         self.dirty: set[str] = set()
         self.evicted: set[str] = set()
         self.wall_updated: dict[str, int] = {}
+        self.park = park
+        """Park products that need no close for a while (False: every product stays hot, closed every bucket)."""
+        self.max_hot = max_hot
+        """Cap on hot products: past it the least recently active are parked even with closes due; they
+        catch up (the same outputs, later) when touched or after ``FORCED_PARK_BUCKETS``."""
+        self.wake_budget = wake_budget
+        """Parked products woken per unit and tick at most (the rest next tick): a tick stays short."""
+        self.pending: list[Output] = []
+        """Outputs of closes caught up outside ``tick`` (a parked product woken by a record), emitted by the next tick."""
+        self._candidates: list[ProductState] = []
+        self._wall_ms = 0
+        self.parks = 0
+        self.wakes = 0
 
     # -- input ---------------------------------------------------------------------------------
 
@@ -221,12 +255,14 @@ class DemandEngine:
         if u is not None:
             u.watermark.touch(stream, wall_ms)
 
-    def drop_unit(self, unit_id: int) -> None:
-        """Forget a unit whose partition moved to another worker."""
+    def drop_unit(self, unit_id: int) -> Unit | None:
+        """Forget a unit whose partition moved to another worker; returns it (its parked products with it)."""
         u = self.units.pop(unit_id, None)
         if u:
             for pid in u.products:
                 self.index.pop(pid, None)
+                self.wall_updated.pop(pid, None)
+        return u
 
     def restore(self, state: ProductState) -> None:
         """Put back a product's state read from the table."""
@@ -235,11 +271,162 @@ class DemandEngine:
         u.products[state.product_id] = state
         self.index[state.product_id] = state
 
+    def restore_snapshot(self, snapshot: bytes) -> None:
+        """Put back a product from its stored snapshot: parked at once if it needs no close for a while
+        (a million restored products do not all enter the heap)."""
+        p = ProductState.from_dict(orjson.loads(snapshot))
+        due = self._park_due(p) if self.park else None
+        if due is None:
+            self.restore(p)
+            return
+        u = self.unit(p.unit)
+        u.watermark.seed(p.last_event_ms)
+        u.cold[p.product_id] = zlib.compress(snapshot, 1)
+        heapq.heappush(u.wake, (due, p.product_id))
+
+    def restore_parked(self, unit_id: int, cold: dict[str, bytes], wake: list[tuple[int, str]]) -> None:
+        """Put back the parked products of a unit that was set aside at a revocation (see ``drop_unit``)."""
+        u = self.unit(unit_id)
+        u.cold.update(cold)
+        u.wake.extend(wake)
+        heapq.heapify(u.wake)
+
+    def snapshot(self, product_id: str) -> bytes | None:
+        """The stored form of a product (hot or parked); None if it is not tracked here."""
+        p = self.index.get(product_id)
+        if p is not None:
+            return orjson.dumps(p.to_dict())
+        for u in self.units.values():
+            blob = u.cold.get(product_id)
+            if blob is not None:
+                return zlib.decompress(blob)
+        return None
+
+    def peek(self, product_id: str) -> ProductState | None:
+        """A product's state for reading (a parked one is decoded, not woken: reads do not change state)."""
+        p = self.index.get(product_id)
+        if p is not None:
+            return p
+        for u in self.units.values():
+            blob = u.cold.get(product_id)
+            if blob is not None:
+                return ProductState.from_dict(orjson.loads(zlib.decompress(blob)))
+        return None
+
+    def product_ids(self) -> list[str]:
+        """Every product tracked here, hot and parked."""
+        return [*self.index, *(pid for u in self.units.values() for pid in u.cold)]
+
+    def product_count(self) -> int:
+        """Products tracked here, hot and parked."""
+        return len(self.index) + sum(len(u.cold) for u in self.units.values())
+
+    def parked_count(self) -> int:
+        return sum(len(u.cold) for u in self.units.values())
+
     def already_applied(self, product_id: str, source: str, seq: int) -> bool:
         """Whether this record was counted for this product before (a replay after a restart): such a
         record is skipped before any lateness check, since the watermark may have moved past it since."""
         p = self.index.get(product_id)
+        if p is None:
+            p = self._wake_any(product_id)
         return p is not None and seq <= p.applied.get(source, -1)
+
+    # -- parking: products that need no close for a while leave the heap -------------------------
+
+    def _park_due(self, p: ProductState) -> int | None:
+        """The start of the first bucket at which ``p`` may need a close with an effect beyond its own state
+        (a features record, an alert, expiry), if every close before it is a zero-count close without
+        output; None if that is sooner than ``MIN_PARK_BUCKETS`` buckets away.
+
+        Until then only zero-count closes are due, and they emit nothing: no open bucket or incident, the
+        features tail is over, no scored review within the hour, and the drop test cannot reach its minimum
+        expected volume (under zero counts the level and every hour's mean only fall, so each close adds at
+        most ``bound`` to the run's expected units). Such closes are replayed, the same calls in the same
+        order, when the product is woken (``_wake``): parking changes when state is computed, never what."""
+        size = self.spec.bucket_ms
+        nb = p.next_close_ms
+        if p.open or p.incidents or p.features is None or nb - p.last_active_ms <= FEATURE_TAIL_BUCKETS * size:
+            return None
+        if p.neg_top or p.review.window_ms is not None or p.m_sum[SCORED]:
+            return None
+        due = p.last_active_ms + (self.live_ms // size + 1) * size  # the close that expires it
+        cfg = self.det_cfg
+        for d in p.det.values():
+            if d.firing is not None or d.pending is not None or cfg.drop_long_run <= 0:
+                return None
+            rem = cfg.min_drop_expected_units - d.down_exp
+            if rem <= 0:
+                return None
+            level = d.level_num / d.level_den if d.level_den > 0 else 0.0
+            bound = max(max(d.slot_means) * cfg.drop_long_run, level, _MU_FLOOR)
+            safe = -int(-rem // bound) - 1  # closes with down_exp + k * bound < rem
+            due = min(due, nb + max(safe, 0) * size)
+        return due if due - nb >= MIN_PARK_BUCKETS * size else None
+
+    def _park(self, u: Unit, p: ProductState, due: int) -> None:
+        pid = p.product_id
+        u.cold[pid] = zlib.compress(orjson.dumps(p.to_dict()), 1)
+        heapq.heappush(u.wake, (due, pid))
+        del u.products[pid]
+        if self.index.get(pid) is p:
+            del self.index[pid]
+            self.wall_updated.pop(pid, None)
+        self.parks += 1
+
+    def _wake(self, u: Unit, pid: str, out: list[Output], wall_ms: int) -> ProductState | None:
+        """Bring a parked product back into the heap and replay the closes it skipped (up to the unit's
+        frontier); None if it expired on the way."""
+        p = ProductState.from_dict(orjson.loads(zlib.decompress(u.cold.pop(pid))))
+        u.products[pid] = p
+        self.index[pid] = p
+        self.wakes += 1
+        frontier = u.frontier_ms
+        if frontier is not None:
+            while p.next_close_ms < frontier and u.products.get(pid) is p:
+                self._close(u, p, p.next_close_ms, out, wall_ms)
+        return u.products.get(pid)
+
+    def _wake_any(self, pid: str, unit_id: int | None = None) -> ProductState | None:
+        if unit_id is not None:
+            u = self.units.get(unit_id)
+            if u is not None and pid in u.cold:
+                return self._wake(u, pid, self.pending, self._wall_ms)
+        for u in self.units.values():
+            if pid in u.cold:
+                return self._wake(u, pid, self.pending, self._wall_ms)
+        return None
+
+    def _park_idle(self) -> None:
+        """Park the products whose last close left them with nothing to do for a while, then enforce the cap."""
+        for p in self._candidates:
+            u = self.units.get(p.unit)
+            if u is not None and u.products.get(p.product_id) is p:
+                due = self._park_due(p)
+                if due is not None:
+                    self._park(u, p, due)
+        self._candidates.clear()
+        cap = self.max_hot
+        if cap is None or len(self.index) <= cap:
+            return
+        size = self.spec.bucket_ms
+        victims = heapq.nsmallest(len(self.index) - int(cap * 0.9), self.index.values(),
+                                  key=lambda p: (bool(p.incidents), p.last_event_ms))
+        for p in victims:
+            u = self.units[p.unit]
+            if u.products.get(p.product_id) is not p:
+                continue
+            start = max(p.next_close_ms, u.frontier_ms or p.next_close_ms)
+            self._park(u, p, start + FORCED_PARK_BUCKETS * size)
+
+    def _wake_due(self, u: Unit, last: int, out: list[Output], wall_ms: int) -> None:
+        woken = 0
+        wake = u.wake
+        while wake and wake[0][0] <= last and woken < self.wake_budget:
+            _due, pid = heapq.heappop(wake)
+            if pid in u.cold:
+                self._wake(u, pid, out, wall_ms)
+                woken += 1
 
     def _admit(self, unit_id: int, stream: str, ts_ms: int, wall_ms: int, covered: bool = False) -> Unit | DecodeError:
         u = self.unit(unit_id)
@@ -259,6 +446,8 @@ class DemandEngine:
         a DecodeError when the product's bucket is already final."""
         p = u.products.get(product_id)
         start = bucket_start(ts_ms, self.spec.bucket_ms)
+        if p is None and product_id in u.cold:
+            p = self._wake(u, product_id, self.pending, self._wall_ms)
         if p is None:
             p = self._new_product(u, unit_id, product_id, category, start)
         elif category and not p.category:
@@ -304,6 +493,8 @@ class DemandEngine:
         before is skipped before any lateness check; returns why not if it is late."""
         pid = ev.product_id
         p = self.index.get(pid)
+        if p is None:
+            p = self._wake_any(pid, unit_id)
         if p is not None and offset <= p.applied.get(stream, -1):
             return None
         u = self.units.get(unit_id)
@@ -383,7 +574,7 @@ class DemandEngine:
             c[SENTIMENT_SUM] += pos - negative
             if is_negative:
                 c[NEGATIVE] += 1
-                p = self.index[ev.product_id]
+                p = self.index.get(ev.product_id) or u.products[ev.product_id]
                 start = bucket_start(ev.ts_ms, self.spec.bucket_ms)
                 review_spikes.add_evidence(p.neg_top.setdefault(start, []), negative, ev.review_id, ev.text,
                                            self.review_cfg.evidence_k)
@@ -396,7 +587,9 @@ class DemandEngine:
 
         ``holds``: per unit, the event time of the oldest record on its way to it (see UnitWatermark.advance).
         """
-        out: list[Output] = []
+        out: list[Output] = self.pending
+        self.pending = []
+        self._wall_ms = wall_ms
         for unit_id, u in self.units.items():
             wm = u.watermark.advance(wall_ms, (holds or {}).get(unit_id))
             if wm is None:
@@ -405,10 +598,10 @@ class DemandEngine:
             size = self.spec.bucket_ms
             if u.next_close_ms is None:
                 starts = [p.next_close_ms for p in u.products.values()]
-                if not starts:
+                if not starts and not u.wake:
                     continue
                 # Not past the oldest bucket that is still open: a record admitted later may land there.
-                u.next_close_ms = min(min(starts), last + size)
+                u.next_close_ms = min(min(starts, default=last + size), last + size)
             while u.next_close_ms <= last:
                 b = u.next_close_ms
                 for p in list(u.products.values()):
@@ -418,6 +611,11 @@ class DemandEngine:
                 # not make the worker step through every minute since then.
                 due = min((p.next_close_ms for p in u.products.values()), default=last + size)
                 u.next_close_ms = max(b + size, min(due, last + size))
+            u.frontier_ms = last + size
+            if u.wake:
+                self._wake_due(u, last, out, wall_ms)
+        if self._candidates or self.max_hot is not None:
+            self._park_idle()
         return out
 
     def _close(self, u: Unit, p: ProductState, b: int, out: list[Output], wall_ms: int) -> None:
@@ -480,10 +678,12 @@ class DemandEngine:
         forecast.update(p.fc, counts[UNITS], b, size, p.det["orders"], self.det_cfg, forecast.ForecastConfig())
         self.dirty.add(p.product_id)
         self.wall_updated[p.product_id] = wall_ms
-        if b - p.last_active_ms <= 5 * size or p.incidents or p.features is None:
+        if b - p.last_active_ms <= FEATURE_TAIL_BUCKETS * size or p.incidents or p.features is None:
             rec = build_features(p, as_of_ms=b + size, bucket_ms=size, det_cfg=self.det_cfg)
             p.features = rec
             out.append(Output("features", p.product_id, rec))
+        elif self.park and not p.open and not p.incidents:
+            self._candidates.append(p)
 
     # -- queries -------------------------------------------------------------------------------
 

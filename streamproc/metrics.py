@@ -45,7 +45,11 @@ class Metrics:
         self.batch_seconds = Histogram(
             "streamproc_batch_processing_seconds", "Time to process one batch of input records", ["topic"],
             registry=r, buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5))
-        self.products = Gauge("streamproc_products_tracked", "Products with live state", registry=r)
+        self.products = Gauge("streamproc_products_tracked", "Products with live state (in memory and parked)",
+                              registry=r)
+        self.products_hot = Gauge("streamproc_products_in_memory",
+                                  "Products held as objects in the heap (the rest are parked as compressed snapshots)",
+                                  registry=r)
         # Observability (dashboard issue): latencies, lag, the sentiment model; sizes come from bind_runtime.
         self.window_close_latency = Histogram(
             "streamproc_window_close_latency_seconds",

@@ -29,7 +29,7 @@ class RuntimeCollector(Collector):
     def collect(self) -> Iterator[GaugeMetricFamily]:
         rt = self.runtime
         tables = GaugeMetricFamily("streamproc_table_keys", "Entries in the worker's state tables", labels=["table"])
-        tables.add_metric(["products"], len(rt.engine.index))
+        tables.add_metric(["products"], rt.engine.product_count())
         tables.add_metric(["recent_alerts"], len(rt.recent_alerts))
         store = getattr(getattr(rt, "notifier", None), "silences", None)
         if store is not None and hasattr(store, "silences"):

@@ -23,7 +23,7 @@ import orjson
 from .admission import DUPLICATE, Admission, partition_for
 from .clock import Clock, SystemClock
 from .dead_letters import dead_letter
-from .demand import DemandEngine, Output, ProductState
+from .demand import DemandEngine, Output, Unit
 from .events import MAX_UNIT_PRICE, Click, DecodeError, Order, OrderItem, Review, decoder_for
 from .fronts import WAIT, Fronts
 from .logs import alert_fields
@@ -67,14 +67,15 @@ class Runtime:
         """Review sentiment; None: reviews are counted unscored (no ``scored-reviews``, sentiment features null)."""
         self._score_pool: ThreadPoolExecutor | None = None
         self.engine = DemandEngine(settings.window, settings.detector_config(),
-                                   review_cfg=settings.review_spike_config())
+                                   review_cfg=settings.review_spike_config(),
+                                   max_hot=settings.max_products_in_memory or None)
         self.recent_alerts: deque[dict[str, Any]] = deque(maxlen=500)
         self.partitions = settings.partitions
         self.ready = False
         self.in_flight: dict[int, deque[tuple[int, int]]] = {}
         """(sequence number, event time) of the order lines this worker forwarded to each of its own units
         and has not read back yet, oldest first."""
-        self.parked: dict[int, list[ProductState]] = {}
+        self.parked: dict[int, Unit] = {}
         """Products of revoked units, until the rebalance's assignment tells whether they come back."""
         self.assigned: set[int] | None = None
         """Units (partition numbers) this worker owns in its consumer group (``assign``/``revoke``); None: a
@@ -106,20 +107,20 @@ class Runtime:
         aside over it made the next recovery keep the unit empty, and its products start over)."""
         if self.assigned is not None:
             self.assigned.discard(partition)
-        u = self.engine.units.get(partition)
+        u = self.engine.drop_unit(partition)
         if u is not None and recovered:
-            self.parked[partition] = list(u.products.values())
-        self.engine.drop_unit(partition)
+            self.parked[partition] = u
         self.fronts.forget(partition)
         self.in_flight.pop(partition, None)
 
     def reclaim(self, partition: int) -> bool:
         """Put back the products set aside at the unit's revocation; False if there are none."""
-        products = self.parked.pop(partition, None)
-        if products is None:
+        u = self.parked.pop(partition, None)
+        if u is None:
             return False
-        for p in products:
+        for p in u.products.values():
             self.engine.restore(p)
+        self.engine.restore_parked(partition, u.cold, u.wake)
         return True
 
     def _remote(self) -> set[int]:
@@ -341,7 +342,8 @@ class Runtime:
         for unit, wm in self.engine.watermarks().items():
             if wm is not None:
                 self.metrics.watermark_delay.labels(str(unit)).set(max(0.0, (now - wm) / 1000))
-        self.metrics.products.set(len(self.engine.index))
+        self.metrics.products.set(self.engine.product_count())
+        self.metrics.products_hot.set(len(self.engine.index))
 
     async def publish(self, outputs: list[Output]) -> None:
         if self.notifier is not None:
@@ -363,7 +365,7 @@ class Runtime:
     def drain_dirty(self) -> tuple[dict[str, bytes], set[str]]:
         """Snapshots of the products changed since the last call, and the ones evicted."""
         eng = self.engine
-        upserts = {pid: orjson.dumps(eng.index[pid].to_dict()) for pid in eng.dirty if pid in eng.index}
+        upserts = {pid: snap for pid in eng.dirty if (snap := eng.snapshot(pid)) is not None}
         deletes = set(eng.evicted)
         eng.dirty.clear()
         eng.evicted.clear()
@@ -371,7 +373,7 @@ class Runtime:
 
     def restore(self, snapshot: bytes) -> None:
         """Load one product snapshot from the table (after recovery)."""
-        self.engine.restore(ProductState.from_dict(orjson.loads(snapshot)))
+        self.engine.restore_snapshot(snapshot)
 
 
 def _decode_item(raw: bytes | None, max_bytes: int) -> tuple[int, OrderItem, str | None, int | None] | DecodeError:

@@ -40,6 +40,8 @@ _INT_VARS = {
     # Duplicate ids (README, "Guarantees"); 0 turns the check off.
     "STREAMPROC_DEDUP_HORIZON_MS": ("dedup_horizon_ms", 0, 7 * 86_400_000),
     "STREAMPROC_DEDUP_MAX_IDS": ("dedup_max_ids", 1, 100_000_000),
+    # Products held as objects (docs/how-it-works.md, "Parked products"); 0 = no cap.
+    "STREAMPROC_MAX_PRODUCTS_IN_MEMORY": ("max_products_in_memory", 0, 100_000_000),
     # Alert delivery (docs/alert-delivery.md).
     "STREAMPROC_WEBHOOK_GROUP_WAIT_MS": ("webhook_group_wait_ms", 0, 3_600_000),
     "STREAMPROC_WEBHOOK_MAX_ALERTS": ("webhook_max_alerts", 1, 10_000),
@@ -146,6 +148,9 @@ class Settings:
     """A click/order/review id seen again on its input partition within this much event time behind the
     partition's newest event is dropped as a duplicate (0: no check)."""
     dedup_max_ids: int = 500_000
+    max_products_in_memory: int = 200_000
+    """Cap on products held as objects; past it the least recently active are parked with closes still due
+    (they catch up, with the same outputs, when touched or a few buckets later)."""
     """Ids remembered for the duplicate check, per worker (the oldest are forgotten first)."""
     feature_max_age_ms: int = 600_000
     """Features not recomputed for this long (wall clock) are served as OUTSIDE_MAX_AGE."""

@@ -38,7 +38,7 @@ def _json(data: Any, status: int = 200) -> web.Response:
 
 
 def _features(rt: Runtime, settings: Settings, pid: str) -> dict[str, Any]:
-    p = rt.engine.index.get(pid)
+    p = rt.engine.peek(pid)
     if p is None or p.features is None:
         return not_found(pid)
     updated = rt.engine.wall_updated.get(pid)

@@ -328,7 +328,7 @@ def test_product_quiet_for_a_day_starts_over_whatever_was_read_ahead() -> None:
     assert features_by_product(live_out)["B"] == features_by_product(fast_out)["B"]
     comeback = [f for f in features_by_product(fast_out)["B"] if f["as_of_ms"] > T0 + 2 * DAY]
     assert comeback and comeback[0]["features"]["clicks_24h"] == 1.0  # the day-1 click has expired
-    assert fast.index["B"].open == {} and live.index["B"].open == {}
+    assert fast.peek("B").open == {} and live.peek("B").open == {}
 
 
 # -- state snapshots -----------------------------------------------------------------------------
@@ -432,10 +432,12 @@ def test_restored_state_continues_exactly_where_the_original_was() -> None:
     for s in sorted(first):
         feed(original, first[s], T0)
     original.tick(T0)
-    snapshots = [orjson.dumps(p.to_dict()) for p in original.index.values()]
+    snapshots = [original.snapshot(pid) for pid in original.product_ids()]
+    assert original.parked_count()  # the quiet products were parked: their snapshots come from there
     restored = property_engine()
     for snap in snapshots:
-        restored.restore(ProductState.from_dict(orjson.loads(snap)))
+        assert snap is not None
+        restored.restore_snapshot(snap)
     outs = []
     for eng in (original, restored):
         for s in sorted(second):

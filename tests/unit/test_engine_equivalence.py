@@ -17,6 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from streamproc.demand import FORCED_PARK_BUCKETS, DemandEngine
 from streamproc.events import _fast_check, load_schema
 
 from . import engine_replay as er
@@ -140,3 +141,58 @@ def test_hour_and_day_counts_are_those_of_the_closed_buckets(bucket_min: int) ->
     snap = orjson.dumps(eng.index["P"].to_dict())
     back = ProductState.from_dict(orjson.loads(snap))
     assert orjson.dumps(back.to_dict()) == snap and list(back.m_sum) == list(eng.index["P"].m_sum)
+
+
+# -- parking: when a quiet product's zero-count closes run, never what they compute ------------------
+
+@pytest.mark.parametrize("mode", ["parked", "never-parked"])
+def test_parking_changes_no_output(monkeypatch: pytest.MonkeyPatch, mode: str) -> None:
+    engines = _engines_with(monkeypatch, park=mode == "parked")
+    _compare("engine/surges/500", er.digest(er.run_engine(500)))
+    for scenario in er.SCENARIOS:
+        _compare(f"runtime/{scenario}/500", er.digest(er.run_runtime(scenario, 500)))
+    parks, wakes = sum(e.parks for e in engines), sum(e.wakes for e in engines)
+    if mode == "never-parked":
+        assert parks == wakes == 0
+    else:  # the drivers' quiet spells and idle hour park products, and records and due closes wake them
+        assert parks > 0 and wakes > 0, (parks, wakes)
+
+
+@pytest.mark.parametrize("scenario", list(er.SCENARIOS))
+def test_a_cap_on_products_in_memory_delays_outputs_but_changes_none(monkeypatch: pytest.MonkeyPatch,
+                                                                      scenario: str) -> None:
+    # Over the cap, products are parked with closes due and catch up at most FORCED_PARK_BUCKETS buckets later:
+    # every record is the reference's, in the same order per key; at the end of the run, only the last few of a
+    # key may still be to come.
+    _engines_with(monkeypatch, park=False)
+    want = _by_key(er.run_runtime(scenario, 500))
+    engines = _engines_with(monkeypatch, max_hot=3)
+    got = _by_key(er.run_runtime(scenario, 500))
+    assert sum(e.parks for e in engines) > 100 and sum(e.wakes for e in engines) > 100
+    assert got.keys() == want.keys()
+    for key, records in want.items():
+        assert got[key] == records[:len(got[key])], key
+        assert len(records) - len(got[key]) <= (FORCED_PARK_BUCKETS if key[0] == "product-features" else 0), key
+
+
+def _by_key(out: list[tuple[str, str, bytes]]) -> dict[tuple[str, str], list[bytes]]:
+    grouped: dict[tuple[str, str], list[bytes]] = {}
+    for topic, key, value in out:
+        grouped.setdefault((topic, key), []).append(value)
+    return grouped
+
+
+def _engines_with(monkeypatch: pytest.MonkeyPatch, **options: Any) -> list[DemandEngine]:
+    """Make every DemandEngine built from now on take ``options``; returns the engines built."""
+    engines: list[DemandEngine] = []
+    init = _ENGINE_INIT
+
+    def make(self: DemandEngine, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **{**kwargs, **options})
+        engines.append(self)
+
+    monkeypatch.setattr(DemandEngine, "__init__", make)
+    return engines
+
+
+_ENGINE_INIT = DemandEngine.__init__
