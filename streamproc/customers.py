@@ -194,61 +194,54 @@ class CustomerEngine:
             heapq.heappush(self._agenda, (at, c.user_id))
 
     def _advance(self, limit: int) -> None:
-        """Bring every customer with something due before ``limit`` up to ``limit``."""
+        """Apply everything due before ``limit``, one record or timer at a time across all customers in
+        (time, user_id) order: shared state (prices) is then the same whatever the batching."""
         agenda = self._agenda
         while agenda and agenda[0][0] < limit:
             at, uid = heapq.heappop(agenda)
             if self._queued.get(uid) != at:
-                continue  # superseded by an earlier entry, already run
+                continue  # superseded by an earlier entry
             del self._queued[uid]
             c = self.customers.get(uid)
-            if c is not None and self._run(c, limit):
+            if c is not None and self._step(c):
+                self._changed.add(uid)
+                self.dirty.add(uid)
                 self._schedule(c, self._next_time(c))
 
-    def _timer(self, c: CustomerState) -> tuple[int, int] | None:
-        """The customer's next timer: (due, which)."""
+    def _timer(self, c: CustomerState) -> tuple[int, int]:
+        """The customer's next timer: (due, which); forgetting it after the retention is always pending."""
         cfg = self.cfg
-        best: tuple[int, int] = (c.last_ms + cfg.retention_ms, _TTL)
+        best = (c.last_ms + cfg.retention_ms, _TTL)
         if c.s_start is not None:
             best = min(best, (c.s_last + cfg.session_gap_ms, _SESSION))
         if c.cart_due is not None:
             best = min(best, (c.cart_due, _CART))
-        win = win_back_due(c, cfg)
-        if win is not None:
-            best = min(best, (win, _WIN))
+        if c.n_orders >= cfg.win_back_min_orders:
+            win = win_back_due(c, cfg)
+            if win is not None:
+                best = min(best, (win, _WIN))
         return best
 
-    def _next_time(self, c: CustomerState) -> int | None:
-        timer = self._timer(c)
-        first = c.pending[0][0] if c.pending else None
-        if timer is None:
-            return first
-        return timer[0] if first is None else min(first, timer[0])
+    def _next_time(self, c: CustomerState) -> int:
+        due = self._timer(c)[0]
+        return min(c.pending[0][0], due) if c.pending else due
 
-    def _run(self, c: CustomerState, limit: int) -> bool:
-        """Apply the customer's records and timers before ``limit``; False when it was forgotten."""
-        touched = False
-        while True:
-            rec = c.pending[0] if c.pending else None
-            timer = self._timer(c)
-            if rec is not None and rec[0] < limit and (timer is None or rec[0] <= timer[0]):
-                assert c.pending is not None
-                c.pending.pop(0)
-                if not c.pending:
-                    c.pending = None
-                self._apply(c, rec)
-            elif timer is not None and timer[0] < limit:
-                if timer[1] == _TTL:
-                    self._forget(c.user_id)
-                    self._out.append(Output("features", c.user_id, None))
-                    return False
-                self._fire(c, *timer)
-            else:
-                break
-            touched = True
-        if touched:
-            self._changed.add(c.user_id)
-            self.dirty.add(c.user_id)
+    def _step(self, c: CustomerState) -> bool:
+        """Apply the customer's next record or timer (a record first when both are due at the same
+        time: an order at the deadline still counts); False when the customer was forgotten."""
+        rec = c.pending[0] if c.pending else None
+        due, which = self._timer(c)
+        if rec is not None and rec[0] <= due:
+            c.pending.pop(0)  # type: ignore[union-attr]
+            if not c.pending:
+                c.pending = None
+            self._apply(c, rec)
+        elif which == _TTL:
+            self._forget(c.user_id)
+            self._out.append(Output("features", c.user_id, None))
+            return False
+        else:
+            self._fire(c, due, which)
         return True
 
     def _apply(self, c: CustomerState, rec: tuple[Any, ...]) -> None:
@@ -277,7 +270,8 @@ class CustomerEngine:
         elif which == _CART:
             c.cart_due = None
             if c.cart:
-                value = sum(q * self.prices[p][1] for p, q in c.cart.items() if p in self.prices)
+                priced = [q * self.prices[p][1] for p, q in c.cart.items() if p in self.prices]
+                value = sum(priced) if priced else None
                 self._trigger(c, "cart_abandoned", due, str(c.cart_ep), sorted(c.cart),
                               "items left in the cart, no order within "
                               f"{self.cfg.cart_abandon_ms // 60_000} min of the last click",
