@@ -98,7 +98,7 @@ class _Builder:
             starts = [a, a + self.rng.randint(12, 25) * DAY_MS]
             self.surges[pid] = starts
             for a in starts:
-                common = {"alertname": "demand_surge", "product_id": pid, "category": self.category[pid],
+                common: dict[str, Any] = {"alertname": "demand_surge", "product_id": pid, "category": self.category[pid],
                           "severity": "warning", "observed": 30.0, "expected": 3.0, "score": 0.99}
                 fire = new_alert(signal="orders", window_start_ms=a - MINUTE_MS, window_end_ms=a, **common)
                 clicks = new_alert(signal="clicks", window_start_ms=a + MINUTE_MS, window_end_ms=a + 2 * MINUTE_MS,
@@ -172,9 +172,10 @@ class _Builder:
                 self.order(uid, orders[-1], lines)
                 t += int(cycle * rng.uniform(0.9, 1.1))
         for _ in range(rng.choice([0, 0, 1, 2])):  # abandoned carts, some rescued in time
-            t = slot()
-            if t is None:
+            slot_t = slot()
+            if slot_t is None:
                 break
+            t = slot_t
             s = sid()
             pids = rng.sample(mine, 3)
             first, last = self.browse(uid, s, t, pids)
@@ -188,9 +189,10 @@ class _Builder:
             if after is None or after > CART_ABANDON_MS:
                 self.truth("cart_abandoned", uid, str(first), due, None)
         for _ in range(rng.choice([0, 0, 1, 2])):  # browse loops
-            t = slot()
-            if t is None:
+            slot_t = slot()
+            if slot_t is None:
                 break
+            t = slot_t
             s = sid()
             pids = rng.sample(mine, 4)
             variant = rng.choice(["loop", "loop", "two", "carted"])
@@ -205,9 +207,10 @@ class _Builder:
             elif variant == "loop":
                 self.truth("browse_abandoned", uid, str(first), last + SESSION_GAP_MS, sorted(loops))
         for _ in range(rng.randint(1, 3)):  # plain browsing
-            t = slot()
-            if t is None:
+            slot_t = slot()
+            if slot_t is None:
                 break
+            t = slot_t
             self.browse(uid, sid(), t, rng.sample(mine, rng.randint(1, 4)))
         self._win_back_truth(uid, sorted(orders))
 

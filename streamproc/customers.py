@@ -300,7 +300,8 @@ class CustomerEngine:
 
     def _apply_alert(self, at: int, alert: dict[str, Any]) -> None:
         labels = alert["labels"]
-        pid, key = labels["product_id"], alert.get("dedup_key") or f"{labels['alertname']}:{labels.get('signal')}:{pid}"
+        pid = labels["product_id"]
+        key = alert.get("dedup_key") or f"{labels['alertname']}:{labels.get('signal')}:{pid}"
         s = self.surging.get(pid)
         if alert.get("status") == "resolved":
             if s is not None:

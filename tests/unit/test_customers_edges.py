@@ -122,6 +122,8 @@ def test_interest_surging_for_recent_viewers_once_per_surge() -> None:
     assert not feed.engine.on_product_alert({"labels": {"alertname": "demand_drop", "product_id": "P7"},
                                              "window": {"end_ms": a}})
     assert not feed.engine.on_product_alert({"nonsense": True})
+    assert feed.engine.on_product_alert({"labels": {"alertname": "demand_surge", "product_id": "P8"},
+                                         "window": {"end_ms": a}})  # no dedup_key, no category
     got = feed.triggers(a + HOUR)
     assert sorted(t["user_id"] for t in got if t["kind"] == "interest_surging") == ["near", "now"]
     assert feed.engine.trending("shoes") == ["P7"]
