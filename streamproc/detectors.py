@@ -187,6 +187,9 @@ class DetectorState:
     """Severity of the open (or last) incident."""
     last_fired_ms: int | None = None
     """Bucket start of the last ``firing`` transition (for the cooldown)."""
+    overall: float | None = field(default=None, repr=False, compare=False)
+    """Mean of the seen hour-of-day means (-1 if none), derived from ``slot_means`` and not stored; None until
+    computed, reset by :func:`step` when a mean changes."""
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable copy (plain floats, ints, strings, None and one list). Floats are kept
@@ -194,6 +197,7 @@ class DetectorState:
         continues exactly where it stopped. Hand-written: ``dataclasses.asdict`` deep-copies and was the
         largest cost of storing product state."""
         d = dict(self.__dict__)
+        del d["overall"]
         d["slot_means"] = list(self.slot_means)
         week = self.week_means
         if sys.byteorder == "big":  # the snapshot is little-endian float32 everywhere
@@ -205,7 +209,7 @@ class DetectorState:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> DetectorState:
         """Inverse of :meth:`to_dict`; unknown keys are ignored, missing keys take their defaults."""
-        known = {f.name for f in fields(cls)}
+        known = {f.name for f in fields(cls)} - {"overall"}
         kwargs = {k: v for k, v in d.items() if k in known}
         if "slot_means" in kwargs:
             means = [float(m) for m in kwargs["slot_means"]]
@@ -269,10 +273,12 @@ def _season(state: DetectorState, slot: int, ts_ms: int, step_ms: int, cfg: Dete
     """Hour-of-week factor (about 1 on average): the hour-of-day factor shrunk towards 1 while the
     slot's history is thin, and the hour-of-week mean shrunk towards that while its own is thin."""
     m = state.slot_means[slot]
-    seen = [v for v in state.slot_means if v >= 0]
-    if m < 0 or not seen:
+    if m < 0:
         return 1.0
-    overall = sum(seen) / len(seen)
+    overall = state.overall
+    if overall is None:
+        seen = [v for v in state.slot_means if v >= 0]
+        overall = state.overall = sum(seen) / len(seen)
     memory = 1.0 / (1.0 - _decay(step_ms, cfg.season_halflife_ms / SLOTS))
     n = min(_visits(state, slot, ts_ms, step_ms), memory)
     k = cfg.season_prior_units
@@ -391,6 +397,7 @@ def step(state: DetectorState, value: float, ts_ms: int, step_ms: int, cfg: Dete
     m = state.slot_means[slot]
     rate = max(1.0 / (_visits(state, slot, ts_ms, step_ms) + 1.0), 1.0 - _decay(step_ms, cfg.season_halflife_ms / SLOTS))
     state.slot_means[slot] = xc if m < 0 else m + rate * (xc - m)
+    state.overall = None
     if state.firing is None:  # an open incident must not teach the weekly profile (12 buckets a week) it is normal
         wslot = (ts_ms // HOUR_MS) % WEEK_SLOTS
         mw = state.week_means[wslot]

@@ -180,14 +180,22 @@ def predict(state: ForecastState, horizon_steps: int, ts_ms: int, step_ms: int, 
     if state.level < 0 or horizon_steps <= 0:
         return Forecast(0.0, 0.0, 0.0)
     phi = min(max(state.ar_num / state.ar_den, 0.0), 0.95) if state.ar_den > 0 else 0.0
-    total, carry = 0.0, state.resid
-    cur_hour, s = -1, 1.0
-    for i in range(horizon_steps):
+    total, carry, level = 0.0, state.resid, state.level
+    hour_ms = detectors.HOUR_MS
+    i = 0
+    while i < horizon_steps:  # the seasonal factor is per hour: one evaluation per hour of the horizon
         t = ts_ms + i * step_ms
-        if t // detectors.HOUR_MS != cur_hour:  # the factor is per hour: one evaluation per hour of the horizon
-            cur_hour, s = t // detectors.HOUR_MS, detectors.season(det, t, step_ms, det_cfg)
-        carry *= phi
-        total += max(state.level + carry, 0.0) * s
+        s = detectors.season(det, t, step_ms, det_cfg)
+        n = min(-((t - (t // hour_ms + 1) * hour_ms) // step_ms), horizon_steps - i)  # buckets left in t's hour
+        i += n
+        if phi == 0.0:  # the carry is (signed) zero from the first bucket on: every term is the same
+            term = max(level, 0.0) * s
+            for _ in range(n):
+                total += term
+        else:
+            for _ in range(n):
+                carry *= phi
+                total += max(level + carry, 0.0) * s
     long = hour if hour is not None else horizon_steps * step_ms >= detectors.HOUR_MS
     low, high = _interval(total, horizon_steps, _alpha(state), state.scale_hour if long else state.scale_next)
     return Forecast(total, low, high)
