@@ -234,6 +234,8 @@ class DemandEngine:
         """Outputs of closes caught up outside ``tick`` (a parked product woken by a record), emitted by the next tick."""
         self._candidates: list[ProductState] = []
         self._wall_ms = 0
+        self.more = False
+        """Set by a ``tick`` that stopped at its budget with closes still due."""
         self.parks = 0
         self.wakes = 0
 
@@ -582,14 +584,18 @@ class DemandEngine:
 
     # -- closing -------------------------------------------------------------------------------
 
-    def tick(self, wall_ms: int, holds: dict[int, int] | None = None) -> list[Output]:
+    def tick(self, wall_ms: int, holds: dict[int, int] | None = None, budget: int | None = None) -> list[Output]:
         """Advance every unit's watermark to ``wall_ms`` and close the buckets that became final.
 
         ``holds``: per unit, the event time of the oldest record on its way to it (see UnitWatermark.advance).
+        ``budget``: stop after about this many product closes, with ``more`` set; the next call goes on where
+        this one stopped (a product closes a bucket once), so a caller can let other work run in between.
         """
         out: list[Output] = self.pending
         self.pending = []
         self._wall_ms = wall_ms
+        self.more = False
+        closes = 0
         for unit_id, u in self.units.items():
             wm = u.watermark.advance(wall_ms, (holds or {}).get(unit_id))
             if wm is None:
@@ -607,10 +613,18 @@ class DemandEngine:
                 for p in list(u.products.values()):
                     if p.next_close_ms <= b:
                         self._close(u, p, b, out, wall_ms)
+                        closes += 1
+                        if budget is not None and closes >= budget:
+                            self.more = True
+                            break
+                if self.more:
+                    break
                 # Jump over buckets no product has to close (all of them final): a record from 1970 must
                 # not make the worker step through every minute since then.
                 due = min((p.next_close_ms for p in u.products.values()), default=last + size)
                 u.next_close_ms = max(b + size, min(due, last + size))
+            if self.more:
+                break
             u.frontier_ms = last + size
             if u.wake:
                 self._wake_due(u, last, out, wall_ms)

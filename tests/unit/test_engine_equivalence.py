@@ -196,3 +196,11 @@ def _engines_with(monkeypatch: pytest.MonkeyPatch, **options: Any) -> list[Deman
 
 
 _ENGINE_INIT = DemandEngine.__init__
+
+
+def test_a_tick_in_slices_of_one_close_gives_the_same_outputs(monkeypatch: pytest.MonkeyPatch) -> None:
+    from streamproc import runtime
+
+    monkeypatch.setattr(runtime, "TICK_SLICE", 1)
+    for scenario in er.SCENARIOS:
+        _compare(f"runtime/{scenario}/500", er.digest(er.run_runtime(scenario, 500)))
