@@ -141,16 +141,16 @@ class DetectorConfig:
                 raise ValueError(f"DetectorConfig.{name} must be >= 0, got {getattr(self, name)!r}")
 
 
-@dataclass
+@dataclass(slots=True)
 class DetectorState:
-    """Everything a series' detector remembers (about 45 numbers and a 168-slot float32 array, ~1 KB);
-    mutated in place by :func:`step`."""
+    """Everything a series' detector remembers (about 20 numbers, 24 doubles and 168 float32s, ~1.5 KB in
+    the heap); mutated in place by :func:`step`."""
 
     steps: int = 0
     """Buckets consumed."""
     first_ts_ms: int | None = None
     """Start of the first bucket consumed."""
-    slot_means: list[float] = field(default_factory=lambda: [-1.0] * SLOTS)
+    slot_means: array = field(default_factory=lambda: array("d", [-1.0] * SLOTS))
     """Exponentially weighted mean count per bucket in each UTC hour of the day; -1 = not seen yet."""
     week_means: array = field(default_factory=lambda: array("f", [-1.0] * WEEK_SLOTS))
     """Exponentially weighted mean count per bucket in each UTC hour of the week (float32); -1 = not seen yet."""
@@ -190,14 +190,17 @@ class DetectorState:
     overall: float | None = field(default=None, repr=False, compare=False)
     """Mean of the seen hour-of-day means (-1 if none), derived from ``slot_means`` and not stored; None until
     computed, reset by :func:`step` when a mean changes."""
+    season_ts: int | None = field(default=None, repr=False, compare=False)
+    """Bucket start of the last factor :func:`season` computed (None: none since the last step), and the factor:
+    a close asks for the next bucket's factor several times (forecast, features) with the state unchanged."""
+    season_value: float = field(default=1.0, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable copy (plain floats, ints, strings, None and one list). Floats are kept
         exact (orjson writes the shortest repr that reads back to the same float), so a restored detector
         continues exactly where it stopped. Hand-written: ``dataclasses.asdict`` deep-copies and was the
         largest cost of storing product state."""
-        d = dict(self.__dict__)
-        del d["overall"]
+        d = {name: getattr(self, name) for name in _STORED}
         d["slot_means"] = list(self.slot_means)
         week = self.week_means
         if sys.byteorder == "big":  # the snapshot is little-endian float32 everywhere
@@ -209,11 +212,11 @@ class DetectorState:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> DetectorState:
         """Inverse of :meth:`to_dict`; unknown keys are ignored, missing keys take their defaults."""
-        known = {f.name for f in fields(cls)} - {"overall"}
+        known = set(_STORED)
         kwargs = {k: v for k, v in d.items() if k in known}
         if "slot_means" in kwargs:
             means = [float(m) for m in kwargs["slot_means"]]
-            kwargs["slot_means"] = means if len(means) == SLOTS else [-1.0] * SLOTS
+            kwargs["slot_means"] = array("d", means if len(means) == SLOTS else [-1.0] * SLOTS)
         week = array("f")
         if isinstance(kwargs.get("week_means"), str):
             week.frombytes(base64.b64decode(kwargs["week_means"]))
@@ -221,6 +224,9 @@ class DetectorState:
                 week.byteswap()
         kwargs["week_means"] = week if len(week) == WEEK_SLOTS else array("f", [-1.0] * WEEK_SLOTS)
         return cls(**kwargs)
+
+
+_STORED = tuple(f.name for f in fields(DetectorState) if f.name not in ("overall", "season_ts", "season_value"))
 
 
 @dataclass(frozen=True)
@@ -410,6 +416,7 @@ def step(state: DetectorState, value: float, ts_ms: int, step_ms: int, cfg: Dete
         state.disp_num = d_disp * state.disp_num + (x - mu) ** 2 - mu  # unclipped: tails are real
         state.disp_den = d_disp * state.disp_den + mu * mu
     state.steps += 1
+    state.season_ts = None  # the profile changed
     return Decision(expected=mu, score=score, direction=direction, transition=transition,
                     kind=kind, severity=state.severity)
 
@@ -427,5 +434,10 @@ def forecast(state: DetectorState, horizon_steps: int, ts_ms: int, step_ms: int,
 
 
 def season(state: DetectorState, ts_ms: int, step_ms: int, cfg: DetectorConfig) -> float:
-    """The seasonal factor (about 1 on average) the detector uses for the bucket at ``ts_ms``."""
-    return _season(state, _slot(ts_ms), ts_ms, step_ms, cfg)
+    """The seasonal factor (about 1 on average) the detector uses for the bucket at ``ts_ms`` (the last one is
+    remembered until the next :func:`step`: one ``step_ms`` and ``cfg`` per state)."""
+    if state.season_ts == ts_ms:
+        return state.season_value
+    v = state.season_value = _season(state, _slot(ts_ms), ts_ms, step_ms, cfg)
+    state.season_ts = ts_ms
+    return v
