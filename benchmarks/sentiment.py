@@ -192,6 +192,19 @@ def worker_end_to_end(texts: list[str], tmp: Path, bootstrap: str | None = None,
         w.stop()
 
 
+def scorer_rate(n: int = 400) -> float:
+    """Reviews per second the shipped scorer takes here (one batch of ``n``, after a warm-up batch)."""
+    from streamproc.sentiment import load_scorer
+    from streamproc.settings import Settings
+
+    scorer = load_scorer(None, threads=Settings().sentiment_threads)
+    texts, _sources = review_texts(n)
+    scorer.score(texts[:32])
+    t = time.perf_counter()
+    scorer.score(texts)
+    return n / (time.perf_counter() - t)
+
+
 def sentiment_bench(n: int, tmp: Path, *, bootstrap: str | None = None, worker: bool = True,
                     model_dir: str | None = None, quick: bool = False, repeats: int = 3) -> dict[str, Any]:
     """Every contender on the same ``n`` reviews; see the module docstring."""
