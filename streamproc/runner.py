@@ -42,6 +42,7 @@ from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import CommitFailedError, ConsumerStoppedError, IllegalStateError, KafkaError
 
 from .observability import record_consumer_lag
+from .producing import Batches
 from .runtime import ORDER_ITEMS, Headers, Runtime
 from .settings import INPUT_TOPICS, Settings
 from .state_store import ChangelogStore, LocalSnapshots
@@ -83,6 +84,7 @@ class Runner:
         self.producer: AIOKafkaProducer = None  # type: ignore[assignment]  # aiokafka clients need the running loop
         self.consumer: AIOKafkaConsumer = None  # type: ignore[assignment]
         self.store: ChangelogStore = None  # type: ignore[assignment]
+        self.batches: Batches = None  # type: ignore[assignment]
         runtime.send = self._send
         runtime.assigned = set()
         self.lock = asyncio.Lock()
@@ -107,6 +109,7 @@ class Runner:
         kw, settings = self.client_kwargs, self.settings
         self.producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", linger_ms=5,
                                          max_batch_size=256 * 1024, **kw)
+        self.batches = Batches(self.producer)
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap, group_id=settings.app_id, enable_auto_commit=False,
             auto_offset_reset="earliest", partition_assignment_strategy=(RangePartitionAssignor,),
@@ -153,12 +156,16 @@ class Runner:
                 await self._collect_reviews()
                 self._touch_backlogged()
                 await self.runtime.tick()
+                await self._flush()
                 if time.monotonic() - self.checkpointed_at >= self.checkpoint_interval_s:
                     await self.checkpoint()
 
     async def _send(self, logical: str, key: bytes | None, value: bytes, headers: Headers) -> None:
-        self.in_flight.append(await self.producer.send(self.outputs[logical], value, key=key,
-                                                       headers=list(headers) if headers else None))
+        await self.batches.add(self.outputs[logical], key, value, headers)
+
+    async def _flush(self) -> None:
+        """Hand the outputs gathered since the last call to the producer (they count as in flight from then)."""
+        self.in_flight.extend(s.future for s in await self.batches.flush())
 
     # -- processing ----------------------------------------------------------------------------
 
@@ -206,6 +213,7 @@ class Runner:
 
     async def checkpoint(self) -> None:
         """Steps 1-3 of the module docstring. Call under :attr:`lock`."""
+        await self._flush()
         if self.in_flight:  # 1. outputs acknowledged
             sent = self.in_flight[:]
             self.in_flight.clear()

@@ -22,6 +22,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from .errors import StreamprocError
+from .producing import Batches
 from .runtime import partition_for
 
 __all__ = ["ChangelogStore", "LocalSnapshots"]
@@ -100,19 +101,23 @@ class ChangelogStore:
 
     async def write(self, upserts: Mapping[str, bytes], deletes: Iterable[str]) -> None:
         """Write snapshots (and tombstones) and wait until the brokers acknowledge every one."""
-        changes: list[tuple[bytes, bytes | None]] = [(pid.encode(), snap) for pid, snap in upserts.items()]
-        changes += [(pid.encode(), None) for pid in deletes]
-        sent = [await self.producer.send(self.topic, value, key=key, partition=partition_for(key.decode(), self.partitions))
-                for key, value in changes]
-        if not sent:
+        by_unit: dict[int, list[tuple[bytes, bytes | None]]] = {}
+        for pid, snap in upserts.items():
+            by_unit.setdefault(partition_for(pid, self.partitions), []).append((pid.encode(), snap))
+        for pid in deletes:
+            by_unit.setdefault(partition_for(pid, self.partitions), []).append((pid.encode(), None))
+        if not by_unit:
             return
-        acks = await asyncio.gather(*sent)
+        batches = Batches(self.producer)
+        for unit, changes in by_unit.items():
+            for key, value in changes:
+                await batches.add(self.topic, key, value, partition=unit)
+        sent = await batches.flush()
+        acks = await asyncio.gather(*(s.future for s in sent))
         if self.local is not None:
-            by_unit: dict[int, list[tuple[bytes, bytes | None]]] = {}
             ends: dict[int, int] = {}
-            for change, md in zip(changes, acks, strict=True):
-                by_unit.setdefault(md.partition, []).append(change)
-                ends[md.partition] = max(ends.get(md.partition, 0), md.offset + 1)
+            for s, md in zip(sent, acks, strict=True):  # a batch's metadata holds its first record's offset
+                ends[s.partition] = max(ends.get(s.partition, 0), md.offset + s.records)
             for unit, unit_changes in by_unit.items():
                 self.local.apply(unit, unit_changes, ends[unit])
 
