@@ -19,7 +19,7 @@ from __future__ import annotations
 import heapq
 import zlib
 from array import array
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, MutableMapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -200,7 +200,7 @@ class Unit:
     next_close_ms: int | None = None
     frontier_ms: int | None = None
     """Start of the first bucket not yet final: every hot product has closed every bucket before it."""
-    cold: dict[str, bytes] = field(default_factory=dict)
+    cold: MutableMapping[str, bytes] = field(default_factory=dict)
     """Parked products: compressed snapshots of products that need no close for a while (see ``_park_due``)."""
     wake: list[tuple[int, str]] = field(default_factory=list)
     """Heap of (bucket start at which a parked product must close again, product id); stale entries are
@@ -230,6 +230,8 @@ class DemandEngine:
         catch up (the same outputs, later) when touched or after ``FORCED_PARK_BUCKETS``."""
         self.wake_budget = wake_budget
         """Parked products woken per unit and tick at most (the rest next tick): a tick stays short."""
+        self.cold_store: Callable[[int], MutableMapping[str, bytes]] = lambda _unit: {}
+        """Makes a unit's store of parked products: a dict (in the heap) unless the worker sets another."""
         self.pending: list[Output] = []
         """Outputs of closes caught up outside ``tick`` (a parked product woken by a record), emitted by the next tick."""
         self._candidates: list[ProductState] = []
@@ -244,7 +246,7 @@ class DemandEngine:
     def unit(self, unit_id: int) -> Unit:
         u = self.units.get(unit_id)
         if u is None:
-            u = self.units[unit_id] = Unit(UnitWatermark(self.spec))
+            u = self.units[unit_id] = Unit(UnitWatermark(self.spec), cold=self.cold_store(unit_id))
         return u
 
     def register_stream(self, unit_id: int, stream: str, wall_ms: int) -> None:
@@ -286,10 +288,13 @@ class DemandEngine:
         u.cold[p.product_id] = zlib.compress(snapshot, 1)
         heapq.heappush(u.wake, (due, p.product_id))
 
-    def restore_parked(self, unit_id: int, cold: dict[str, bytes], wake: list[tuple[int, str]]) -> None:
+    def restore_parked(self, unit_id: int, cold: MutableMapping[str, bytes], wake: list[tuple[int, str]]) -> None:
         """Put back the parked products of a unit that was set aside at a revocation (see ``drop_unit``)."""
         u = self.unit(unit_id)
-        u.cold.update(cold)
+        if u.cold:
+            u.cold.update(cold)
+        else:
+            u.cold = cold
         u.wake.extend(wake)
         heapq.heapify(u.wake)
 

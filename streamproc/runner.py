@@ -45,7 +45,7 @@ from .observability import record_consumer_lag
 from .producing import Batches
 from .runtime import ORDER_ITEMS, Headers, Runtime
 from .settings import INPUT_TOPICS, Settings
-from .state_store import ChangelogStore, LocalSnapshots
+from .state_store import ChangelogStore, LocalSnapshots, ParkedFiles
 
 __all__ = ["Runner", "STARTUP_HOLD_MS"]
 
@@ -118,6 +118,8 @@ class Runner:
             # A killed worker's partitions move on after 10 s.
             session_timeout_ms=10_000, heartbeat_interval_ms=3_000, **kw)
         local = LocalSnapshots(Path(settings.data_dir) / settings.app_id) if settings.store == "rocksdb://" else None
+        if local is not None:  # parked products out of the heap too
+            self.runtime.engine.cold_store = ParkedFiles(Path(settings.data_dir) / settings.app_id / "parked")
         self.store = ChangelogStore(self.bootstrap, f"{settings.app_id}-products-changelog", settings.partitions,
                                     self.producer, client_kwargs=kw, local=local)
         await self.producer.start()

@@ -14,8 +14,10 @@ changelog beyond it (a restart after a crash reads seconds of changelog, not all
 from __future__ import annotations
 
 import asyncio
+import itertools
+import shutil
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +27,7 @@ from .errors import StreamprocError
 from .producing import Batches
 from .runtime import partition_for
 
-__all__ = ["ChangelogStore", "LocalSnapshots"]
+__all__ = ["ChangelogStore", "LocalSnapshots", "ParkedFiles"]
 
 _OFFSET = b"\x00changelog-offset"
 """Key of a local file's next changelog offset (product ids never start with NUL)."""
@@ -71,6 +73,53 @@ class LocalSnapshots:
         for db in self.dbs.values():
             db.close()
         self.dbs.clear()
+
+
+class ParkedFiles:
+    """Where a worker with ``rocksdb://`` keeps its parked products (``DemandEngine``'s ``Unit.cold``): a RocksDB
+    file per unit, so that only their ids stay in the heap. Scratch space: a parked product's newest state is in
+    the changelog (and ``products-<unit>.db``) too, so the directory is emptied when the worker starts."""
+
+    def __init__(self, directory: Path) -> None:
+        shutil.rmtree(directory, ignore_errors=True)
+        self.directory = directory
+        self._n = itertools.count()
+
+    def __call__(self, unit: int) -> MutableMapping[str, bytes]:
+        from rocksdict import Options, Rdict
+
+        self.directory.mkdir(parents=True, exist_ok=True)
+        return _ParkedMap(Rdict(str(self.directory / f"unit-{unit}-{next(self._n)}.db"), options=Options(raw_mode=True)))
+
+
+class _ParkedMap(MutableMapping[str, bytes]):
+    """Product id -> compressed snapshot, values in RocksDB, ids in a set (membership without a disk read)."""
+
+    def __init__(self, db: Any) -> None:
+        self.db = db
+        self.ids: set[str] = set()
+
+    def __getitem__(self, pid: str) -> bytes:
+        if pid not in self.ids:
+            raise KeyError(pid)
+        return self.db[pid.encode()]  # type: ignore[no-any-return]
+
+    def __setitem__(self, pid: str, blob: bytes) -> None:
+        self.db[pid.encode()] = blob
+        self.ids.add(pid)
+
+    def __delitem__(self, pid: str) -> None:
+        self.ids.remove(pid)
+        del self.db[pid.encode()]
+
+    def __contains__(self, pid: object) -> bool:
+        return pid in self.ids
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self.ids))
+
+    def __len__(self) -> int:
+        return len(self.ids)
 
 
 class ChangelogStore:
