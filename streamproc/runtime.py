@@ -22,6 +22,8 @@ import orjson
 
 from .admission import DUPLICATE, Admission, partition_for
 from .clock import Clock, SystemClock
+from .customer_runtime import CUSTOMER_EVENTS, Customers
+from .customer_state import CustomerConfig
 from .dead_letters import dead_letter
 from .demand import DemandEngine, Output, Unit
 from .events import MAX_UNIT_PRICE, Click, DecodeError, Order, OrderItem, Review, decoder_for
@@ -31,13 +33,13 @@ from .metrics import Metrics
 from .sentiment import Scorer, Sentiment
 from .settings import Settings
 
-__all__ = ["Record", "Runtime", "partition_for", "ORDER_ITEMS"]
+__all__ = ["Record", "Runtime", "partition_for", "ORDER_ITEMS", "CUSTOMER_EVENTS"]
 
 log = logging.getLogger(__name__)
 
 ORDER_ITEMS = "order-items"
 Headers = Sequence[tuple[str, bytes]] | None
-Send = Callable[[str, bytes | None, bytes, Headers], Awaitable[None]]
+Send = Callable[[str, bytes | None, bytes | None, Headers], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +89,13 @@ class Runtime:
         self.admission = Admission(settings.partitions, dedup_horizon_ms=settings.dedup_horizon_ms,
                                    dedup_max_ids=settings.dedup_max_ids, metrics=self.metrics)
         """Routing and duplicate checks of decoded input records (admission.py)."""
+        self.customers = Customers(CustomerConfig(cart_abandon_ms=settings.cart_abandon_ms,
+                                                  retention_ms=settings.customer_retention_ms),
+                                   settings.partitions, self.instance)
+        """Customer features and marketing triggers (customer_runtime.py), one engine per unit."""
+        self.customer_lock = asyncio.Lock()
+        """Held while customer outputs are published and while a customer is erased: a tombstone is never
+        overtaken by a features record of the same tick."""
         self.metrics.bind_runtime(self)  # table sizes and open incidents, computed at scrape time
 
     # -- input ---------------------------------------------------------------------------------
@@ -95,6 +104,9 @@ class Runtime:
         """A partition of an input stream was assigned to this worker."""
         if self.assigned is not None:
             self.assigned.add(partition)
+        if logical == CUSTOMER_EVENTS:  # no product stream: it must not hold the unit's watermark
+            self.customers.engine(partition)
+            return
         self.engine.register_stream(partition, f"{logical}/{partition}", self.clock.now_ms())
 
     def revoke(self, partition: int, *, recovered: bool = True) -> None:
@@ -112,6 +124,7 @@ class Runtime:
             self.parked[partition] = u
         self.fronts.forget(partition)
         self.in_flight.pop(partition, None)
+        self.customers.revoke(partition, recovered=recovered)
 
     def reclaim(self, partition: int) -> bool:
         """Put back the products set aside at the unit's revocation; False if there are none."""
@@ -161,6 +174,9 @@ class Runtime:
 
         Reviews are scored here unless ``scored`` (from :meth:`score_reviews`) is given; each counted review
         is published to ``scored-reviews`` (key: its product id, like the input)."""
+        if logical == CUSTOMER_EVENTS:
+            await self._on_customer_events(records)
+            return
         if logical == "reviews" and scored is None and self.scorer is not None:
             scored = await self.score_reviews(records)
         wall = self.clock.now_ms()
@@ -187,7 +203,10 @@ class Runtime:
                 ev = self.admission.check(logical, ev, rec.key, partition)
             cls = type(ev)
             if cls is Click:  # the common case first; replays are skipped inside count_click
+                fresh = not eng.already_applied(ev.product_id, stream, rec.offset)  # type: ignore[union-attr]
                 err = eng.count_click(partition, stream, ev, wall, rec.offset)  # type: ignore[arg-type]
+                if err is None and fresh:
+                    await self._forward_customer(ev)  # type: ignore[arg-type]
             elif cls is DecodeError:
                 err = ev  # type: ignore[assignment]
             elif ev is DUPLICATE:
@@ -198,6 +217,8 @@ class Runtime:
                 err = eng.admit_order(partition, stream, ev.ts_ms, wall)  # type: ignore[union-attr]
                 if err is None:
                     err = await self._apply_order(partition, stream, rec.offset, ev)  # type: ignore[arg-type]
+                if err is None:
+                    await self._forward_customer(ev)  # type: ignore[arg-type]
             elif cls is Review:
                 sentiment = scored[n] if scored is not None else None
                 if sentiment is None and self.scorer is not None:  # not scored beforehand (e.g. a race with a replay)
@@ -337,6 +358,7 @@ class Runtime:
         outputs = self.engine.tick(self.clock.now_ms(), holds)
         self.metrics.observe_tick(outputs, self.clock.now_ms(), time.perf_counter() - started)
         await self.publish(outputs)
+        await self._tick_customers(outputs)
         await self.send_fronts()
         now = self.clock.now_ms()
         for unit, wm in self.engine.watermarks().items():
@@ -359,6 +381,67 @@ class Runtime:
                 self.metrics.alerts.labels(out.value["labels"]["alertname"], out.value["status"]).inc()
                 log.warning("alert %s %s: %s", out.value["status"], out.value["dedup_key"],
                             out.value["annotations"]["summary"], extra={"fields": alert_fields(out.value)})
+
+    # -- customers (customer_runtime.py) --------------------------------------------------------
+
+    async def _forward_customer(self, ev: Click | Order) -> None:
+        home = self.customers.unit_of(ev.user_id) if ev.user_id else -1
+        kv = self.customers.forward(ev, track=self.assigned is None or home in self.assigned)
+        if kv is not None:
+            await self.send(CUSTOMER_EVENTS, kv[0], kv[1], None)
+
+    async def _on_customer_events(self, records: Sequence[Record]) -> None:
+        for rec in records:
+            self.customers.read_back(rec.partition, rec.value)
+            late = self.customers.receive(rec.partition, rec.value, rec.offset)
+            if late is not None:
+                await self.dead_letter(CUSTOMER_EVENTS, rec, late.kind, late.message)
+
+    def _products_final(self) -> int | None:
+        """Event time before which every product unit of this worker is final: a record admitted from now on
+        is no older, so neither is its customer-events copy. None while a unit has no watermark."""
+        spec, final = self.settings.window, None
+        for u in self.engine.units.values():
+            wm = u.watermark.watermark_ms
+            if wm is None:
+                return None
+            f = spec.last_final_start(wm) + spec.bucket_ms
+            final = f if final is None else min(final, f)
+        return final
+
+    async def _tick_customers(self, product_outputs: list[Output]) -> None:
+        """Feed the product alerts to the customer engines, advance them, publish triggers and features."""
+        for out in product_outputs:
+            if out.kind != "features" and out.value.get("labels", {}).get("alertname") == "demand_surge":
+                self.customers.on_product_alert(dict(out.value))
+        async with self.customer_lock:
+            for o in self.customers.tick(self._products_final()):
+                await self._publish_customer(o)
+
+    async def _publish_customer(self, o: Any) -> None:
+        if o.kind == "trigger":
+            await self.send("marketing-triggers", o.key.encode(), orjson.dumps(o.value), None)
+        else:
+            await self.send("customer-features", o.key.encode(), None if o.value is None else orjson.dumps(o.value), None)
+
+    def customer_features(self, user_id: str) -> dict[str, Any] | None:
+        """The customer's live features; None when unknown here (or owned by another worker)."""
+        eng = self.customers.engines.get(self.customers.unit_of(user_id))
+        return None if eng is None else eng.features(user_id)
+
+    async def erase_customer(self, user_id: str) -> bool | None:
+        """Forget a customer (right to erasure) and publish the features tombstone; None when the customer's
+        unit belongs to another worker, else whether the customer was known."""
+        unit = self.customers.unit_of(user_id)
+        if self.assigned is not None and unit not in self.assigned:
+            return None
+        eng = self.customers.engine(unit)
+        known = user_id in eng.customers
+        async with self.customer_lock:
+            for o in eng.erase(user_id):
+                await self._publish_customer(o)
+            self.customers.shared_dirty.add(unit)
+        return known
 
     # -- state persistence ---------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -102,8 +102,12 @@ class ChangelogStore:
         """Write snapshots (and tombstones) and wait until the brokers acknowledge every one."""
         changes: list[tuple[bytes, bytes | None]] = [(pid.encode(), snap) for pid, snap in upserts.items()]
         changes += [(pid.encode(), None) for pid in deletes]
-        sent = [await self.producer.send(self.topic, value, key=key, partition=partition_for(key.decode(), self.partitions))
-                for key, value in changes]
+        await self.write_to([(partition_for(key.decode(), self.partitions), key, value) for key, value in changes])
+
+    async def write_to(self, records: Sequence[tuple[int, bytes, bytes | None]]) -> None:
+        """Write ``(partition, key, snapshot or None)`` records and wait until the brokers acknowledge them."""
+        changes = [(key, value) for _p, key, value in records]
+        sent = [await self.producer.send(self.topic, value, key=key, partition=p) for p, key, value in records]
         if not sent:
             return
         acks = await asyncio.gather(*sent)
