@@ -399,12 +399,17 @@ class Runtime:
 
     def _products_final(self) -> int | None:
         """Event time before which every product unit of this worker is final: a record admitted from now on
-        is no older, so neither is its customer-events copy. None while a unit has no watermark."""
+        is no older, so neither is its customer-events copy. A unit without a watermark holds it while one
+        of its streams is active (e.g. a backlog not fetched yet) and is left out once all are idle, as an
+        idle stream is within a unit. None when nothing is known yet."""
         spec, final = self.settings.window, None
+        wall, idle = self.clock.now_ms(), spec.idle_timeout_ms
         for u in self.engine.units.values():
             wm = u.watermark.watermark_ms
             if wm is None:
-                return None
+                if any(wall - c.last_seen_wall_ms < idle for c in u.watermark.streams.values()):
+                    return None
+                continue
             f = spec.last_final_start(wm) + spec.bucket_ms
             final = f if final is None else min(final, f)
         return final

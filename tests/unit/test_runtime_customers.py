@@ -16,8 +16,10 @@ from streamproc.customer_state import HOUR_MS
 from streamproc.runtime import CUSTOMER_EVENTS, Record
 from streamproc.settings import Settings
 from streamproc.testing import Harness
+from streamproc.web import make_web_app
 
 N_CUSTOMERS = 500
+T0 = 1_767_225_600_000
 SETTINGS = Settings.from_env({"STREAMPROC_BUCKET_MS": str(HOUR_MS)})
 """Hour buckets: 60 days of minute buckets for 600 products is minutes of product closes; the customer
 watermark follows the products' closes, so it moves an hour at a time."""
@@ -182,3 +184,56 @@ def test_the_changelog_has_each_units_shared_state_and_tombstones_for_erased_cus
     shared = next(v for u, k, v in second if k == SHARED_KEY and u == unit)
     assert "u1" in orjson.loads(shared or b"{}")["erased"]
     assert h.tombstones("customer-features") == ["u1"]
+
+
+# -- HTTP --------------------------------------------------------------------------------------------------
+
+
+async def _known_customer(settings: Settings) -> Harness:
+    h = Harness(settings, start_ms=T0, assign=True)
+    click = {"event_id": "e1", "ts": T0, "user_id": "u1", "product_id": "P1", "category": "shoes",
+             "action": "view", "session_id": "s1"}
+    await h.feed("clicks", [(b"P1", orjson.dumps(click))])
+    h.clock.set(T0 + 10 * 60_000)
+    await h.tick()
+    return h
+
+
+async def test_customer_api_reads_features_and_delete_needs_the_token_then_erases(aiohttp_client: Any) -> None:
+    settings = Settings.from_env({"STREAMPROC_API_TOKEN": "s3cret-0123456789abcdef"})
+    h = await _known_customer(settings)
+    client = await aiohttp_client(make_web_app(h.runtime, settings))
+    r = await client.get("/customers/u1")
+    assert r.status == 200
+    body = await r.json()
+    assert body["status"] == "OK" and body["features"]["user_id"] == "u1"
+    assert body["features"]["recent_views"]
+    r = await client.get("/customers", params={"ids": "u1,nobody"})
+    assert [x["status"] for x in (await r.json())["results"]] == ["OK", "NOT_FOUND"]
+    assert (await client.get("/customers", params={"ids": ",".join(f"u{i}" for i in range(1001))})).status == 400
+    assert (await client.get("/customers/nobody")).status == 404
+
+    assert (await client.delete("/customers/u1")).status == 401
+    assert (await client.delete("/customers/u1", headers={"Authorization": "Bearer wrong"})).status == 401
+    assert (await client.get("/customers/u1")).status == 200  # refused: nothing erased
+    r = await client.delete("/customers/u1", headers={"Authorization": "Bearer s3cret-0123456789abcdef"})
+    assert r.status == 200 and (await r.json())["was_known"] is True
+    assert (await client.get("/customers/u1")).status == 404
+    assert h.tombstones("customer-features") == ["u1"]
+
+    # Their records are ignored from now on: a late copy of the click does not bring them back.
+    await h.feed("clicks", [(b"P1", orjson.dumps({"event_id": "e2", "ts": T0 + 11 * 60_000, "user_id": "u1",
+                                                   "product_id": "P1", "action": "view"}))])
+    h.clock.set(T0 + 30 * 60_000)
+    await h.tick()
+    assert (await client.get("/customers/u1")).status == 404
+    assert [f["user_id"] for f in h.outputs("customer-features")] == ["u1"]  # the one before the erasure
+
+
+async def test_delete_of_a_customer_owned_by_another_worker_is_404(aiohttp_client: Any) -> None:
+    settings = Settings.from_env({})
+    h = await _known_customer(settings)
+    h.runtime.assigned = {p for p in range(settings.partitions) if p != h.runtime.customers.unit_of("u1")}
+    client = await aiohttp_client(make_web_app(h.runtime, settings))
+    assert (await client.delete("/customers/u1")).status == 404
+    assert h.tombstones("customer-features") == []
