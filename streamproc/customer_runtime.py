@@ -92,6 +92,9 @@ class Customers:
         """Per customer-events partition, (count, event time) of the records this worker forwarded there and
         has not read back yet: the partition's watermark may not pass them."""
         self.shared_dirty: set[int] = set()
+        self.held: set[int] = set()
+        """Units whose customer-events partition still has records from before the assignment to read (the
+        runner keeps this): their customer watermark waits."""
         self._n = itertools.count()
 
     def engine(self, unit: int) -> CustomerEngine:
@@ -134,6 +137,8 @@ class Customers:
     def watermark(self, unit: int, products_final: int | None) -> int | None:
         """The customer watermark of ``unit``: what the product units have made final, held by this
         worker's forwarded records still in flight to the unit."""
+        if unit in self.held:
+            return None
         q = self.in_flight.get(unit)
         if products_final is None or not q:
             return products_final

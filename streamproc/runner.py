@@ -291,13 +291,21 @@ class Runner:
         rt = self.runtime
         wall = rt.clock.now_ms()
         highs: dict[TopicPartition, int] = {}
+        held: set[int] = set()
         for tp in self.consumer.assignment():
             logical = self.topics[tp.topic]
             stream = f"{logical}/{tp.partition}"
             high = self.consumer.highwater(tp)
-            if logical == CUSTOMER_EVENTS:  # not a stream of the products' watermarks
-                if high is not None:
-                    highs[tp] = high
+            if logical == CUSTOMER_EVENTS:  # not a product stream: holds the unit's customer watermark instead
+                # Customer events written before the assignment (by an earlier owner, or this worker before a
+                # restart) are in no in-flight list: the customer watermark waits until they are read.
+                if high is None:
+                    if wall - self.assigned_at.get(tp, wall) < STARTUP_HOLD_MS:
+                        held.add(tp.partition)
+                    continue
+                highs[tp] = high
+                if self.first_high.setdefault(tp, high) > self.next_offsets.get(tp, self.committed.get(tp, 0)):
+                    held.add(tp.partition)
                 continue
             if high is None:
                 if wall - self.assigned_at.get(tp, wall) < STARTUP_HOLD_MS:
@@ -311,6 +319,7 @@ class Runner:
             done = self.next_offsets.get(tp, self.committed.get(tp, 0))
             if high > done:
                 rt.engine.touch_stream(tp.partition, stream, wall)
+        rt.customers.held = held
         last = {(tp.topic, tp.partition): nxt - 1 for tp, nxt in self.next_offsets.items()}
         record_consumer_lag(rt.metrics.consumer_lag, highs, last, self.committed)
 

@@ -419,6 +419,8 @@ class Runtime:
         for out in product_outputs:
             if out.kind != "features" and out.value.get("labels", {}).get("alertname") == "demand_surge":
                 self.customers.on_product_alert(dict(out.value))
+        # Watermark: derived from the product units (what they made final), not from customer-events' own event
+        # times: a record admitted later is no older, so it is exact for whatever this worker forwards.
         async with self.customer_lock:
             for o in self.customers.tick(self._products_final()):
                 await self._publish_customer(o)
