@@ -22,6 +22,7 @@ pytestmark = pytest.mark.integration
 
 MIN = 60_000
 T0 = int(time.time() * 1000) // MIN * MIN - 3 * 60 * MIN  # three hours ago: in the past, not too far
+SAME_PARTITION_AS_U2 = next(f"v{i}" for i in range(100) if partition_for(f"v{i}", 4) == partition_for("u2", 4))
 
 
 def _events() -> list[tuple[str, str, dict[str, Any]]]:
@@ -47,11 +48,12 @@ def _events() -> list[tuple[str, str, dict[str, Any]]]:
     return evs
 
 
-async def _produce(bootstrap: str, env: dict[str, str]) -> None:
+async def _produce(bootstrap: str, env: dict[str, str], events: list[tuple[str, str, dict[str, Any]]] | None = None,
+                   ) -> None:
     p = AIOKafkaProducer(bootstrap_servers=bootstrap)
     await p.start()
     try:
-        for topic, key, value in _events():
+        for topic, key, value in events or _events():
             await p.send_and_wait(env[f"STREAMPROC_TOPIC_{topic.upper()}"], orjson.dumps(value), key=key.encode())
     finally:
         await p.stop()
@@ -90,5 +92,19 @@ def test_triggers_features_and_erasure_on_a_real_broker(embedded_broker: str, tm
         changelog = asyncio.run(read_topic(embedded_broker, f"{env['STREAMPROC_APP_ID']}-customers-changelog",
                                            timeout_s=10, idle_s=0.5))
         assert any(r.key == b"u1" and r.value for r in changelog)
+
+        # A restart: the next worker restores the customers and the erasure from the changelog.
+        assert worker.stop() is not None
+        worker = start_worker(env, tmp_path)
+        status, body = asyncio.run(_call("GET", worker.url + "/customers/u1"))
+        assert status == 200 and body["features"]["cart"]["units"] == 1
+        asyncio.run(_produce(embedded_broker, env, [("clicks", "P2", {
+            "event_id": f"again-{u}", "ts": T0 + 121 * MIN, "user_id": u, "product_id": "P2", "action": "view"})
+            for u in ("u2", SAME_PARTITION_AS_U2)]))  # read in this order: u2's click is behind us when the other shows
+        wait_for(lambda: asyncio.run(_call("GET", f"{worker.url}/customers/{SAME_PARTITION_AS_U2}"))[0] == 200, 20)
+        assert asyncio.run(_call("GET", worker.url + "/customers/u2"))[0] == 404  # the erasure holds
+        again = asyncio.run(read_topic(embedded_broker, env["STREAMPROC_TOPIC_MARKETING_TRIGGERS"], timeout_s=10,
+                                       idle_s=1.0))
+        assert len(again) == 2
     finally:
         assert worker.stop() is not None
