@@ -27,8 +27,10 @@ from .admission import partition_for
 from .customer_state import CustomerConfig
 from .customers import CustomerEngine, Output
 from .events import MAX_UNIT_PRICE, Click, DecodeError, Order, OrderItem
+from .windows import UnitWatermark, WindowSpec
 
-__all__ = ["CUSTOMER_EVENTS", "SHARED_KEY", "Customers", "encode_click", "encode_order", "decode_customer_event"]
+__all__ = ["CUSTOMER_EVENTS", "SHARED_KEY", "Customers", "encode_click", "encode_order", "decode_customer_event",
+           "products_final"]
 
 CUSTOMER_EVENTS = "customer-events"
 SHARED_KEY = b"\x00shared"
@@ -76,6 +78,23 @@ def decode_customer_event(raw: bytes | None) -> Click | Order | DecodeError:
         raise TypeError("k")
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
         return DecodeError("schema", f"bad customer event ({exc}): {(raw or b'')[:200]!r}")
+
+
+def products_final(units: Iterable[UnitWatermark], spec: WindowSpec, wall_ms: int) -> int | None:
+    """Event time before which every product unit is final (the start of its first bucket still open): a
+    record admitted from now on is no older, so neither is its customer-events copy. A unit without a
+    watermark holds it while one of its streams is active (e.g. a backlog not fetched yet) and is left out
+    once all are idle, as an idle stream is within a unit. None when nothing is known yet."""
+    final = None
+    for u in units:
+        wm = u.watermark_ms
+        if wm is None:
+            if any(wall_ms - c.last_seen_wall_ms < spec.idle_timeout_ms for c in u.streams.values()):
+                return None
+            continue
+        f = spec.last_final_start(wm) + spec.bucket_ms
+        final = f if final is None else min(final, f)
+    return final
 
 
 class Customers:

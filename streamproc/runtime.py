@@ -22,7 +22,7 @@ import orjson
 
 from .admission import DUPLICATE, Admission, partition_for
 from .clock import Clock, SystemClock
-from .customer_runtime import CUSTOMER_EVENTS, Customers
+from .customer_runtime import CUSTOMER_EVENTS, Customers, products_final
 from .customer_state import CustomerConfig
 from .dead_letters import dead_letter
 from .demand import DemandEngine, Output, Unit
@@ -398,21 +398,8 @@ class Runtime:
                 await self.dead_letter(CUSTOMER_EVENTS, rec, late.kind, late.message)
 
     def _products_final(self) -> int | None:
-        """Event time before which every product unit of this worker is final: a record admitted from now on
-        is no older, so neither is its customer-events copy. A unit without a watermark holds it while one
-        of its streams is active (e.g. a backlog not fetched yet) and is left out once all are idle, as an
-        idle stream is within a unit. None when nothing is known yet."""
-        spec, final = self.settings.window, None
-        wall, idle = self.clock.now_ms(), spec.idle_timeout_ms
-        for u in self.engine.units.values():
-            wm = u.watermark.watermark_ms
-            if wm is None:
-                if any(wall - c.last_seen_wall_ms < idle for c in u.watermark.streams.values()):
-                    return None
-                continue
-            f = spec.last_final_start(wm) + spec.bucket_ms
-            final = f if final is None else min(final, f)
-        return final
+        return products_final([u.watermark for u in self.engine.units.values()], self.settings.window,
+                              self.clock.now_ms())
 
     async def _tick_customers(self, product_outputs: list[Output]) -> None:
         """Feed the product alerts to the customer engines, advance them, publish triggers and features."""
@@ -426,10 +413,8 @@ class Runtime:
                 await self._publish_customer(o)
 
     async def _publish_customer(self, o: Any) -> None:
-        if o.kind == "trigger":
-            await self.send("marketing-triggers", o.key.encode(), orjson.dumps(o.value), None)
-        else:
-            await self.send("customer-features", o.key.encode(), None if o.value is None else orjson.dumps(o.value), None)
+        topic = "marketing-triggers" if o.kind == "trigger" else "customer-features"
+        await self.send(topic, o.key.encode(), None if o.value is None else orjson.dumps(o.value), None)
 
     def customer_features(self, user_id: str) -> dict[str, Any] | None:
         """The customer's live features; None when unknown here (or owned by another worker)."""

@@ -11,12 +11,13 @@ import orjson
 import pytest
 
 from streamproc.customer_gen import Generated, generate
-from streamproc.customer_runtime import SHARED_KEY
+from streamproc.customer_runtime import SHARED_KEY, products_final
 from streamproc.customer_state import HOUR_MS
 from streamproc.runtime import CUSTOMER_EVENTS, Record
 from streamproc.settings import Settings
 from streamproc.testing import Harness
 from streamproc.web import make_web_app
+from streamproc.windows import UnitWatermark
 
 N_CUSTOMERS = 500
 T0 = 1_767_225_600_000
@@ -237,3 +238,18 @@ async def test_delete_of_a_customer_owned_by_another_worker_is_404(aiohttp_clien
     client = await aiohttp_client(make_web_app(h.runtime, settings))
     assert (await client.delete("/customers/u1")).status == 404
     assert h.tombstones("customer-features") == []
+
+
+def test_the_customer_watermark_is_where_the_slowest_product_unit_still_admits_records() -> None:
+    # bucket 60 s, lateness 5 s, grace 0
+    #   unit 0: wm 185 s -> buckets [0,60) [60,120) final, [120,180) final (180 <= 185) -> admits ts >= 180 s
+    #   unit 1: wm 130 s -> [60,120) final, [120,180) open                              -> admits ts >= 120 s
+    #   unit 2: no watermark, its streams idle: left out; active: everything waits
+    spec = Settings.from_env({}).window
+    units = [UnitWatermark(spec), UnitWatermark(spec), UnitWatermark(spec)]
+    units[0].watermark_ms, units[1].watermark_ms = 185_000, 130_000
+    units[2].register("clicks/2", 0)
+    assert products_final(units, spec, wall_ms=spec.idle_timeout_ms) == 120_000
+    assert products_final(units, spec, wall_ms=spec.idle_timeout_ms - 1) is None
+    assert products_final(units[:1], spec, wall_ms=0) == 180_000
+    assert products_final([], spec, wall_ms=0) is None
