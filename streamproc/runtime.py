@@ -214,10 +214,14 @@ class Runtime:
             elif self._replayed(ev, stream, rec.offset):
                 err = None  # counted before a restart: nothing to do
             elif cls is Order:
+                # Some lines may be counted on another worker's products (never "replayed" here): the first
+                # line's product, the order's key and so this unit's, says whether the customer has it.
+                first = ev.items[0].product_id if ev.items else ""  # type: ignore[union-attr]
+                fresh = not eng.already_applied(first, stream, rec.offset * 1000)
                 err = eng.admit_order(partition, stream, ev.ts_ms, wall)  # type: ignore[union-attr]
                 if err is None:
                     err = await self._apply_order(partition, stream, rec.offset, ev)  # type: ignore[arg-type]
-                if err is None:
+                if err is None and fresh:
                     await self._forward_customer(ev)  # type: ignore[arg-type]
             elif cls is Review:
                 sentiment = scored[n] if scored is not None else None

@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 import pytest
 
+from streamproc.admission import partition_for
 from streamproc.customer_gen import Generated, generate
 from streamproc.customer_runtime import SHARED_KEY, products_final
 from streamproc.customer_state import HOUR_MS
@@ -253,3 +254,30 @@ def test_the_customer_watermark_is_where_the_slowest_product_unit_still_admits_r
     assert products_final(units, spec, wall_ms=spec.idle_timeout_ms - 1) is None
     assert products_final(units[:1], spec, wall_ms=0) == 180_000
     assert products_final([], spec, wall_ms=0) is None
+
+
+def test_a_replayed_order_with_lines_on_another_workers_products_is_forwarded_once() -> None:
+    settings = Settings.from_env({"STREAMPROC_DEDUP_HORIZON_MS": "0"})  # as after a restart: no id seen before
+    h = Harness(settings, start_ms=T0, assign=True)
+    home = partition_for("P1", settings.partitions)
+    remote = next(f"R{i}" for i in range(100) if partition_for(f"R{i}", settings.partitions) != home)
+    h.runtime.assigned = {home}  # the remote product's unit belongs to another worker: its lines go there
+    order = orjson.dumps({"order_id": "o1", "ts": T0, "user_id": "u1", "items": [
+        {"product_id": "P1", "quantity": 1, "unit_price": 2.0}, {"product_id": remote, "quantity": 1, "unit_price": 3.0}]})
+    forwarded: list[tuple[str, bytes | None]] = []
+    send = h.runtime.send
+
+    async def spy(logical: str, key: bytes | None, value: bytes | None, headers: Any) -> None:
+        forwarded.append((logical, key))
+        await send(logical, key, value, headers)
+
+    h.runtime.send = spy
+    rec = h.record("orders", b"P1", order)
+
+    async def run() -> None:
+        await h.runtime.on_records("orders", [rec])
+        await h.runtime.on_records("orders", [rec])  # read again after a restart
+
+    asyncio.run(run())
+    assert [k for t, k in forwarded if t == CUSTOMER_EVENTS] == [b"u1"]
+    assert [k for t, k in forwarded if t == "order-items"] == [remote.encode()] * 2  # the product side re-forwards
