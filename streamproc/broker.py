@@ -147,10 +147,13 @@ def topic_specs(settings) -> list[tuple[str, int, dict[str, str], int]]:  # type
     n, rf = settings.partitions, settings.replication_factor
     specs: list[tuple[str, int, dict[str, str], int]] = [
         (settings.topic(t), n, {}, rf) for t in ("clicks", "orders", "reviews", "alerts", "scored-reviews",
-                                                 "dead-letters")]
+                                                 "dead-letters", "marketing-triggers")]
     specs.append((settings.topic("product-features"), n, {"cleanup.policy": "compact"}, rf))
+    specs.append((settings.topic("customer-features"), n, {"cleanup.policy": "compact"}, rf))
     specs.append((f"{settings.app_id}-order-items", n, {}, rf))
+    specs.append((f"{settings.app_id}-customer-events", n, {}, rf))
     specs.append((f"{settings.app_id}-products-changelog", n, {"cleanup.policy": "compact"}, rf))
+    specs.append((f"{settings.app_id}-customers-changelog", n, {"cleanup.policy": "compact"}, rf))
     specs.append((f"{settings.app_id}-silences", 1, {"cleanup.policy": "compact"}, rf))
     return specs
 

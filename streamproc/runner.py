@@ -1,7 +1,7 @@
 """The worker's processing loop: the one place that reads the input topics and commits their offsets.
 
 One aiokafka consumer in the group ``STREAMPROC_APP_ID`` reads ``clicks``, ``orders``, ``reviews`` and
-the internal order-items topic. Its partitions are co-assigned (range assignor): partition *p* of every
+the internal order-items and customer-events topics (customer_runtime.py). Its partitions are co-assigned (range assignor): partition *p* of every
 input topic goes to one worker, the owner of unit *p*. The loop is::
 
     getmany ──► Runtime.on_records (a batch per topic-partition) ──► Runtime.tick ──► checkpoint
@@ -13,7 +13,8 @@ Checkpoint (at most every ``checkpoint_interval_s``, before a revocation, at sto
 
 1. wait until every output sent so far (features, alerts, scored reviews, dead letters, forwarded order
    lines, front markers) is acknowledged by the brokers;
-2. write the snapshots of the products changed since the last checkpoint to the changelog and wait for
+2. write the snapshots of the products changed since the last checkpoint to the changelog (and those of
+   the customers, with each unit's shared customer state, to the customers changelog) and wait for
    their acknowledgement (:class:`~streamproc.state_store.ChangelogStore`);
 3. commit, per input partition, the offset after the last record counted.
 
@@ -43,7 +44,7 @@ from aiokafka.errors import CommitFailedError, ConsumerStoppedError, IllegalStat
 
 from .observability import record_consumer_lag
 from .producing import Batches
-from .runtime import ORDER_ITEMS, Headers, Runtime
+from .runtime import CUSTOMER_EVENTS, ORDER_ITEMS, Headers, Runtime
 from .settings import INPUT_TOPICS, Settings
 from .state_store import ChangelogStore, LocalSnapshots, ParkedFiles
 
@@ -77,14 +78,18 @@ class Runner:
         kw = dict(client_kwargs or {})
         self.topics = {settings.topic(n): n for n in INPUT_TOPICS}
         self.topics[f"{settings.app_id}-order-items"] = ORDER_ITEMS
-        self.outputs = {n: settings.topic(n) for n in ("alerts", "product-features", "dead-letters", "scored-reviews")}
+        self.topics[f"{settings.app_id}-customer-events"] = CUSTOMER_EVENTS
+        self.outputs = {n: settings.topic(n) for n in ("alerts", "product-features", "dead-letters", "scored-reviews",
+                                                       "marketing-triggers", "customer-features")}
         self.outputs[ORDER_ITEMS] = f"{settings.app_id}-order-items"
+        self.outputs[CUSTOMER_EVENTS] = f"{settings.app_id}-customer-events"
         self.bootstrap = bootstrap
         self.client_kwargs = kw
         self.producer: AIOKafkaProducer = None  # type: ignore[assignment]  # aiokafka clients need the running loop
         self.consumer: AIOKafkaConsumer = None  # type: ignore[assignment]
         self.store: ChangelogStore = None  # type: ignore[assignment]
         self.batches: Batches = None  # type: ignore[assignment]
+        self.customer_store: ChangelogStore = None  # type: ignore[assignment]
         runtime.send = self._send
         runtime.assigned = set()
         self.lock = asyncio.Lock()
@@ -122,8 +127,12 @@ class Runner:
             self.runtime.engine.cold_store = ParkedFiles(Path(settings.data_dir) / settings.app_id / "parked")
         self.store = ChangelogStore(self.bootstrap, f"{settings.app_id}-products-changelog", settings.partitions,
                                     self.producer, client_kwargs=kw, local=local)
+        # Customers: always restored from the changelog (no local files).
+        self.customer_store = ChangelogStore(self.bootstrap, f"{settings.app_id}-customers-changelog",
+                                             settings.partitions, self.producer, client_kwargs=kw)
         await self.producer.start()
         await self.store.start()
+        await self.customer_store.start()
         self.consumer.subscribe(list(self.topics), listener=_Listener(self))
         await self.consumer.start()
         self._started = True
@@ -140,6 +149,7 @@ class Runner:
             self._drop_reviews()
         await self.consumer.stop()
         await self.store.stop()
+        await self.customer_store.stop()
         await self.producer.stop()
 
     async def run(self) -> None:
@@ -162,7 +172,7 @@ class Runner:
                 if time.monotonic() - self.checkpointed_at >= self.checkpoint_interval_s:
                     await self.checkpoint()
 
-    async def _send(self, logical: str, key: bytes | None, value: bytes, headers: Headers) -> None:
+    async def _send(self, logical: str, key: bytes | None, value: bytes | None, headers: Headers) -> None:
         await self.batches.add(self.outputs[logical], key, value, headers)
 
     async def _flush(self) -> None:
@@ -222,6 +232,7 @@ class Runner:
             await asyncio.gather(*sent)
         upserts, deletes = self.runtime.drain_dirty()  # 2. state stored
         await self.store.write(upserts, deletes)
+        await self.customer_store.write_to(self.runtime.customers.drain())
         assignment = self.consumer.assignment()
         offsets = {tp: o for tp, o in self.next_offsets.items() if tp in assignment and self.committed.get(tp) != o}
         if offsets:  # 3. input offsets committed
@@ -258,11 +269,17 @@ class Runner:
                 del self.runtime.parked[unit]  # moved elsewhere since: its next owner has the newest state
             kept = {unit for unit in units if self.runtime.reclaim(unit)}
             self.runtime.parked.clear()
+            customers = self.runtime.customers
+            customers.keep_only(units)
+            customers_kept = {unit for unit in units if customers.reclaim(unit)}
+            customers.parked.clear()
             started = time.monotonic()
             snapshots = await self.store.read(sorted(units - kept))
             for snaps in snapshots.values():
                 for snap in snaps.values():
                     self.runtime.restore(snap)
+            restored = await self.customer_store.read(sorted(units - customers_kept))
+            n_customers = sum(customers.restore(unit, snaps) for unit, snaps in restored.items())
             if self.runtime.notifier is not None:
                 self.runtime.notifier.restore(self.runtime.engine.firing(), self.runtime.clock.now_ms())
             wall = self.runtime.clock.now_ms()
@@ -273,8 +290,8 @@ class Runner:
                 if committed is not None:
                     self.committed[tp] = committed
             self.runtime.ready = True
-            log.info("assigned units %s: %d products restored in %.2f s, kept %s", sorted(units),
-                     sum(len(s) for s in snapshots.values()), time.monotonic() - started, sorted(kept))
+            log.info("assigned units %s: %d products and %d customers restored in %.2f s, kept %s", sorted(units),
+                     sum(len(s) for s in snapshots.values()), n_customers, time.monotonic() - started, sorted(kept))
 
     # -- idleness and lag ----------------------------------------------------------------------
 
@@ -284,10 +301,22 @@ class Runner:
         rt = self.runtime
         wall = rt.clock.now_ms()
         highs: dict[TopicPartition, int] = {}
+        held: set[int] = set()
         for tp in self.consumer.assignment():
             logical = self.topics[tp.topic]
             stream = f"{logical}/{tp.partition}"
             high = self.consumer.highwater(tp)
+            if logical == CUSTOMER_EVENTS:  # not a product stream: holds the unit's customer watermark instead
+                # Customer events written before the assignment (by an earlier owner, or this worker before a
+                # restart) are in no in-flight list: the customer watermark waits until they are read.
+                if high is None:
+                    if wall - self.assigned_at.get(tp, wall) < STARTUP_HOLD_MS:
+                        held.add(tp.partition)
+                    continue
+                highs[tp] = high
+                if self.first_high.setdefault(tp, high) > self.next_offsets.get(tp, self.committed.get(tp, 0)):
+                    held.add(tp.partition)
+                continue
             if high is None:
                 if wall - self.assigned_at.get(tp, wall) < STARTUP_HOLD_MS:
                     rt.engine.touch_stream(tp.partition, stream, wall)
@@ -300,6 +329,7 @@ class Runner:
             done = self.next_offsets.get(tp, self.committed.get(tp, 0))
             if high > done:
                 rt.engine.touch_stream(tp.partition, stream, wall)
+        rt.customers.held = held
         last = {(tp.topic, tp.partition): nxt - 1 for tp, nxt in self.next_offsets.items()}
         record_consumer_lag(rt.metrics.consumer_lag, highs, last, self.committed)
 

@@ -22,6 +22,8 @@ import orjson
 
 from .admission import DUPLICATE, Admission, partition_for
 from .clock import Clock, SystemClock
+from .customer_runtime import CUSTOMER_EVENTS, Customers, products_final
+from .customer_state import CustomerConfig
 from .dead_letters import dead_letter
 from .demand import DemandEngine, Output, Unit
 from .events import MAX_UNIT_PRICE, Click, DecodeError, Order, OrderItem, Review, decoder_for
@@ -31,7 +33,7 @@ from .metrics import Metrics
 from .sentiment import Scorer, Sentiment
 from .settings import Settings
 
-__all__ = ["Record", "Runtime", "partition_for", "ORDER_ITEMS"]
+__all__ = ["Record", "Runtime", "partition_for", "ORDER_ITEMS", "CUSTOMER_EVENTS"]
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +41,7 @@ ORDER_ITEMS = "order-items"
 TICK_SLICE = 5_000
 """Product closes per slice of a tick (about 0.3 s of CPU)."""
 Headers = Sequence[tuple[str, bytes]] | None
-Send = Callable[[str, bytes | None, bytes, Headers], Awaitable[None]]
+Send = Callable[[str, bytes | None, bytes | None, Headers], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +91,13 @@ class Runtime:
         self.admission = Admission(settings.partitions, dedup_horizon_ms=settings.dedup_horizon_ms,
                                    dedup_max_ids=settings.dedup_max_ids, metrics=self.metrics)
         """Routing and duplicate checks of decoded input records (admission.py)."""
+        self.customers = Customers(CustomerConfig(cart_abandon_ms=settings.cart_abandon_ms,
+                                                  retention_ms=settings.customer_retention_ms),
+                                   settings.partitions, self.instance)
+        """Customer features and marketing triggers (customer_runtime.py), one engine per unit."""
+        self.customer_lock = asyncio.Lock()
+        """Held while customer outputs are published and while a customer is erased: a tombstone is never
+        overtaken by a features record of the same tick."""
         self.metrics.bind_runtime(self)  # table sizes and open incidents, computed at scrape time
 
     # -- input ---------------------------------------------------------------------------------
@@ -97,6 +106,9 @@ class Runtime:
         """A partition of an input stream was assigned to this worker."""
         if self.assigned is not None:
             self.assigned.add(partition)
+        if logical == CUSTOMER_EVENTS:  # no product stream: it must not hold the unit's watermark
+            self.customers.engine(partition)
+            return
         self.engine.register_stream(partition, f"{logical}/{partition}", self.clock.now_ms())
 
     def revoke(self, partition: int, *, recovered: bool = True) -> None:
@@ -114,6 +126,7 @@ class Runtime:
             self.parked[partition] = u
         self.fronts.forget(partition)
         self.in_flight.pop(partition, None)
+        self.customers.revoke(partition, recovered=recovered)
 
     def reclaim(self, partition: int) -> bool:
         """Put back the products set aside at the unit's revocation; False if there are none."""
@@ -163,6 +176,9 @@ class Runtime:
 
         Reviews are scored here unless ``scored`` (from :meth:`score_reviews`) is given; each counted review
         is published to ``scored-reviews`` (key: its product id, like the input)."""
+        if logical == CUSTOMER_EVENTS:
+            await self._on_customer_events(records)
+            return
         if logical == "reviews" and scored is None and self.scorer is not None:
             scored = await self.score_reviews(records)
         wall = self.clock.now_ms()
@@ -189,7 +205,10 @@ class Runtime:
                 ev = self.admission.check(logical, ev, rec.key, partition)
             cls = type(ev)
             if cls is Click:  # the common case first; replays are skipped inside count_click
+                fresh = not eng.already_applied(ev.product_id, stream, rec.offset)  # type: ignore[union-attr]
                 err = eng.count_click(partition, stream, ev, wall, rec.offset)  # type: ignore[arg-type]
+                if err is None and fresh:
+                    await self._forward_customer(ev)  # type: ignore[arg-type]
             elif cls is DecodeError:
                 err = ev  # type: ignore[assignment]
             elif ev is DUPLICATE:
@@ -197,9 +216,15 @@ class Runtime:
             elif self._replayed(ev, stream, rec.offset):
                 err = None  # counted before a restart: nothing to do
             elif cls is Order:
+                # Some lines may be counted on another worker's products (never "replayed" here): the first
+                # line's product, the order's key and so this unit's, says whether the customer has it.
+                first = ev.items[0].product_id if ev.items else ""  # type: ignore[union-attr]
+                fresh = not eng.already_applied(first, stream, rec.offset * 1000)
                 err = eng.admit_order(partition, stream, ev.ts_ms, wall)  # type: ignore[union-attr]
                 if err is None:
                     err = await self._apply_order(partition, stream, rec.offset, ev)  # type: ignore[arg-type]
+                if err is None and fresh:
+                    await self._forward_customer(ev)  # type: ignore[arg-type]
             elif cls is Review:
                 sentiment = scored[n] if scored is not None else None
                 if sentiment is None and self.scorer is not None:  # not scored beforehand (e.g. a race with a replay)
@@ -335,14 +360,17 @@ class Runtime:
     async def tick(self) -> None:
         """Close what became final and publish the results."""
         holds = self.holds()
+        closed: list[Output] = []
         while True:  # in slices of TICK_SLICE closes: the consumer's heartbeat and the HTTP API run between them
             started = time.perf_counter()
             outputs = self.engine.tick(self.clock.now_ms(), holds, budget=TICK_SLICE)
             self.metrics.observe_tick(outputs, self.clock.now_ms(), time.perf_counter() - started)
             await self.publish(outputs)
+            closed += outputs
             if not self.engine.more:
                 break
             await asyncio.sleep(0)
+        await self._tick_customers(closed)
         await self.send_fronts()
         now = self.clock.now_ms()
         for unit, wm in self.engine.watermarks().items():
@@ -365,6 +393,59 @@ class Runtime:
                 self.metrics.alerts.labels(out.value["labels"]["alertname"], out.value["status"]).inc()
                 log.warning("alert %s %s: %s", out.value["status"], out.value["dedup_key"],
                             out.value["annotations"]["summary"], extra={"fields": alert_fields(out.value)})
+
+    # -- customers (customer_runtime.py) --------------------------------------------------------
+
+    async def _forward_customer(self, ev: Click | Order) -> None:
+        home = self.customers.unit_of(ev.user_id) if ev.user_id else -1
+        kv = self.customers.forward(ev, track=self.assigned is None or home in self.assigned)
+        if kv is not None:
+            await self.send(CUSTOMER_EVENTS, kv[0], kv[1], None)
+
+    async def _on_customer_events(self, records: Sequence[Record]) -> None:
+        for rec in records:
+            self.customers.read_back(rec.partition, rec.value)
+            late = self.customers.receive(rec.partition, rec.value, rec.offset)
+            if late is not None:
+                await self.dead_letter(CUSTOMER_EVENTS, rec, late.kind, late.message)
+
+    def _products_final(self) -> int | None:
+        return products_final([u.watermark for u in self.engine.units.values()], self.settings.window,
+                              self.clock.now_ms())
+
+    async def _tick_customers(self, product_outputs: list[Output]) -> None:
+        """Feed the product alerts to the customer engines, advance them, publish triggers and features."""
+        for out in product_outputs:
+            if out.kind != "features" and out.value.get("labels", {}).get("alertname") == "demand_surge":
+                self.customers.on_product_alert(dict(out.value))
+        # Watermark: derived from the product units (what they made final), not from customer-events' own event
+        # times: a record admitted later is no older, so it is exact for whatever this worker forwards.
+        async with self.customer_lock:
+            for o in self.customers.tick(self._products_final()):
+                await self._publish_customer(o)
+
+    async def _publish_customer(self, o: Any) -> None:
+        topic = "marketing-triggers" if o.kind == "trigger" else "customer-features"
+        await self.send(topic, o.key.encode(), None if o.value is None else orjson.dumps(o.value), None)
+
+    def customer_features(self, user_id: str) -> dict[str, Any] | None:
+        """The customer's live features; None when unknown here (or owned by another worker)."""
+        eng = self.customers.engines.get(self.customers.unit_of(user_id))
+        return None if eng is None else eng.features(user_id)
+
+    async def erase_customer(self, user_id: str) -> bool | None:
+        """Forget a customer (right to erasure) and publish the features tombstone; None when the customer's
+        unit belongs to another worker, else whether the customer was known."""
+        unit = self.customers.unit_of(user_id)
+        if self.assigned is not None and unit not in self.assigned:
+            return None
+        eng = self.customers.engine(unit)
+        known = user_id in eng.customers
+        async with self.customer_lock:
+            for o in eng.erase(user_id):
+                await self._publish_customer(o)
+            self.customers.shared_dirty.add(unit)
+        return known
 
     # -- state persistence ---------------------------------------------------------------------
 

@@ -20,7 +20,8 @@ __all__ = ["Settings", "TOPICS", "INPUT_TOPICS", "ENV_VARS", "SECRET_ENV_VARS", 
 WEBHOOK_FORMAT_PREFIXES = ("am+", "alertmanager+", "native+")
 
 #: Logical topic names; ``STREAMPROC_TOPIC_<NAME>`` (upper case, ``-`` as ``_``) renames each.
-TOPICS = ("clicks", "orders", "reviews", "alerts", "scored-reviews", "product-features", "dead-letters")
+TOPICS = ("clicks", "orders", "reviews", "alerts", "scored-reviews", "product-features", "dead-letters",
+          "marketing-triggers", "customer-features")
 INPUT_TOPICS = ("clicks", "orders", "reviews")
 
 _INT_VARS = {
@@ -57,6 +58,9 @@ _INT_VARS = {
     "STREAMPROC_SENTIMENT_BATCH": ("sentiment_batch", 1, 4096),
     "STREAMPROC_SENTIMENT_WAIT_MS": ("sentiment_wait_ms", 0, 60_000),
     "STREAMPROC_SENTIMENT_THREADS": ("sentiment_threads", 1, 256),
+    # Customer features and marketing triggers (docs/customers.md).
+    "STREAMPROC_CART_ABANDON_MS": ("cart_abandon_ms", 60_000, 30 * 86_400_000),
+    "STREAMPROC_CUSTOMER_RETENTION_MS": ("customer_retention_ms", 86_400_000, 3_650 * 86_400_000),
 }
 _WINDOW_VARS = {
     "STREAMPROC_BUCKET_MS": ("bucket_ms", 1_000, 86_400_000),
@@ -152,6 +156,10 @@ class Settings:
     """Cap on products held as objects; past it the least recently active are parked with closes still due
     (they catch up, with the same outputs, when touched or a few buckets later)."""
     """Ids remembered for the duplicate check, per worker (the oldest are forgotten first)."""
+    cart_abandon_ms: int = 3_600_000
+    """``cart_abandoned`` when no order follows a carting session's last click within this much event time."""
+    customer_retention_ms: int = 90 * 86_400_000
+    """A customer inactive this long (event time) is forgotten; erasure markers are kept this long."""
     feature_max_age_ms: int = 600_000
     """Features not recomputed for this long (wall clock) are served as OUTSIDE_MAX_AGE."""
     batch_size: int = 2_000

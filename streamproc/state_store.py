@@ -17,7 +17,7 @@ import asyncio
 import itertools
 import shutil
 import time
-from collections.abc import Iterable, Iterator, Mapping, MutableMapping
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -150,17 +150,19 @@ class ChangelogStore:
 
     async def write(self, upserts: Mapping[str, bytes], deletes: Iterable[str]) -> None:
         """Write snapshots (and tombstones) and wait until the brokers acknowledge every one."""
-        by_unit: dict[int, list[tuple[bytes, bytes | None]]] = {}
-        for pid, snap in upserts.items():
-            by_unit.setdefault(partition_for(pid, self.partitions), []).append((pid.encode(), snap))
-        for pid in deletes:
-            by_unit.setdefault(partition_for(pid, self.partitions), []).append((pid.encode(), None))
-        if not by_unit:
+        changes: list[tuple[bytes, bytes | None]] = [(pid.encode(), snap) for pid, snap in upserts.items()]
+        changes += [(pid.encode(), None) for pid in deletes]
+        await self.write_to([(partition_for(key.decode(), self.partitions), key, value) for key, value in changes])
+
+    async def write_to(self, records: Sequence[tuple[int, bytes, bytes | None]]) -> None:
+        """Write ``(partition, key, snapshot or None)`` records and wait until the brokers acknowledge them."""
+        if not records:
             return
         batches = Batches(self.producer)
-        for unit, changes in by_unit.items():
-            for key, value in changes:
-                await batches.add(self.topic, key, value, partition=unit)
+        by_unit: dict[int, list[tuple[bytes, bytes | None]]] = {}
+        for unit, key, value in records:
+            by_unit.setdefault(unit, []).append((key, value))
+            await batches.add(self.topic, key, value, partition=unit)
         sent = await batches.flush()
         acks = await asyncio.gather(*(s.future for s in sent))
         if self.local is not None:

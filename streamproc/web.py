@@ -22,6 +22,7 @@ from .read_model import Limiter, ReadModel
 from .runtime import Runtime
 from .settings import Settings
 from .web_auth import install_token_auth
+from .web_customers import add_customer_routes
 
 __all__ = ["make_web_app", "WebServer", "RUNTIME", "SETTINGS", "READ_MODEL"]
 
@@ -129,7 +130,7 @@ def _limit_middleware(limiter: Limiter) -> Any:
     return limit
 
 
-ON_HOME = ("/silences", "/watermarks")
+ON_HOME = ("/silences", "/watermarks", "/customers")
 """Paths whose handlers read or change state the processing loop owns (silences are written through its
 Kafka producer): run there, not on the web server's loop."""
 
@@ -174,6 +175,7 @@ def make_web_app(runtime: Runtime, settings: Settings, silences: Any = None, *,
     app.router.add_get("/", index)
     # GET /dashboard/state, /events/stream (SSE), /static/*
     add_dashboard_routes(app, runtime, silences, read_model=read_model, max_streams=settings.web_max_streams)
+    add_customer_routes(app, runtime)  # GET /customers/{id}, /customers?ids=, DELETE /customers/{id}
     if silences is not None:  # a silences.SilenceService: POST/GET/DELETE /silences
         from .web_silences import add_silence_routes
 

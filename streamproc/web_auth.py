@@ -1,7 +1,7 @@
 """Bearer-token protection of the HTTP API's write endpoints (``STREAMPROC_API_TOKEN``).
 
 With a token set, every request that changes state (``POST``, ``PUT``, ``PATCH``, ``DELETE`` — today
-``POST /silences`` and ``DELETE /silences/{id}``) needs ``Authorization: Bearer <token>``; reads stay
+``POST /silences``, ``DELETE /silences/{id}`` and ``DELETE /customers/{id}``) needs ``Authorization: Bearer <token>``; reads stay
 open, so dashboards, Prometheus and the feature API need no secret. Without a token nothing changes.
 The token is compared in constant time and never logged or echoed.
 """

@@ -29,7 +29,7 @@ from streamproc.demand import DemandEngine, Output
 from streamproc.detectors import DetectorConfig
 from streamproc.events import decode_click, decode_order, decode_review
 from streamproc.review_texts import TEXTS
-from streamproc.runtime import ORDER_ITEMS, Record, Runtime, partition_for
+from streamproc.runtime import CUSTOMER_EVENTS, ORDER_ITEMS, Record, Runtime, partition_for
 from streamproc.sentiment import Sentiment
 from streamproc.settings import INPUT_TOPICS, Settings
 from streamproc.windows import WindowSpec
@@ -98,6 +98,10 @@ def _mutate(i: int, topic: str, value: bytes) -> bytes:
     return orjson.dumps(d)
 
 
+CUSTOMER_TOPICS = (CUSTOMER_EVENTS, "marketing-triggers", "customer-features")
+"""Outputs of the customer side (tests/unit/test_runtime_customers.py), not part of the golden digests."""
+
+
 def generator_rfc3339(ts_ms: int) -> str:
     from streamproc.alerts import rfc3339
 
@@ -155,7 +159,7 @@ async def _run_runtime(name: str, batch: int) -> list[tuple[str, str, bytes]]:
                 d = orjson.loads(v)
                 d.pop("dead_lettered_at_ms", None)
                 out.append((t, f"{d['source']['topic']}/{d['source']['partition']}", orjson.dumps(d)))
-            elif t != ORDER_ITEMS:
+            elif t not in (ORDER_ITEMS, *CUSTOMER_TOPICS):  # the golden digests are of the product side
                 out.append((t, (k or b"").decode(), v))
         sent.clear()
         return items

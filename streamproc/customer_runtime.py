@@ -1,0 +1,247 @@
+"""The customer side of a worker: customer events in, :class:`~streamproc.customers.CustomerEngine` per unit,
+triggers and features out.
+
+Clicks and orders are partitioned by product; a customer's state needs all of their records in one
+place. So the runtime forwards a compact copy of every valid click and order (admitted, not replayed,
+not dead-lettered, with a ``user_id``) to the internal topic ``<app id>-customer-events``, keyed by
+``user_id``. Partition *p* of that topic is read by the owner of unit *p* (range assignor, like every
+input topic) and feeds that unit's own engine, with the record's offset as its sequence number: a
+record read again after a crash is a no-op.
+
+Outputs: triggers to ``marketing-triggers`` and features to the compacted ``customer-features`` (key
+``user_id``; a tombstone when a customer is erased or expires). State: per unit, the changed customers'
+snapshots and the engine's shared state (under :data:`SHARED_KEY`) in the compacted
+``<app id>-customers-changelog``, partition = unit, written at checkpoint step 2 with the products'.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any
+
+import orjson
+
+from .admission import partition_for
+from .customer_state import CustomerConfig
+from .customers import CustomerEngine, Output
+from .events import MAX_UNIT_PRICE, Click, DecodeError, Order, OrderItem
+from .windows import UnitWatermark, WindowSpec
+
+__all__ = ["CUSTOMER_EVENTS", "SHARED_KEY", "Customers", "encode_click", "encode_order", "decode_customer_event",
+           "products_final"]
+
+CUSTOMER_EVENTS = "customer-events"
+SHARED_KEY = b"\x00shared"
+"""Changelog key of a unit's engine-wide state (user ids never start with NUL)."""
+
+SendFn = Callable[[str, bytes | None, bytes | None, Any], Awaitable[None]]
+
+
+def encode_click(ev: Click, w: str, n: int) -> bytes:
+    """The compact customer-events copy of a click; ``w``/``n``: the forwarding runtime and its count."""
+    return orjson.dumps({"k": "c", "ts": ev.ts_ms, "u": ev.user_id, "id": ev.event_id, "p": ev.product_id,
+                         "c": ev.category, "a": ev.action, "s": ev.session_id, "w": w, "n": n})
+
+
+def encode_order(ev: Order, w: str, n: int) -> bytes:
+    return orjson.dumps({"k": "o", "ts": ev.ts_ms, "u": ev.user_id, "id": ev.order_id,
+                         "i": [[it.product_id, it.quantity, it.unit_price, it.category] for it in ev.items],
+                         "w": w, "n": n})
+
+
+def _opt_str(v: Any) -> bool:
+    return v is None or type(v) is str
+
+
+def decode_customer_event(raw: bytes | None) -> Click | Order | DecodeError:
+    """A forwarded click or order; wrong shapes are data (dead-lettered), never an exception."""
+    try:
+        d = orjson.loads(raw or b"")
+        kind, ts, uid, rid = d["k"], d["ts"], d["u"], d["id"]
+        if type(ts) is not int or type(uid) is not str or not uid or type(rid) is not str:
+            raise TypeError("ts, u, id")
+        if kind == "c":
+            pid, cat, action, sid = d["p"], d.get("c"), d.get("a", "view"), d.get("s")
+            if type(pid) is not str or not _opt_str(cat) or action not in ("view", "add_to_cart") or not _opt_str(sid):
+                raise TypeError("p, c, a, s")
+            return Click(rid, ts, uid, pid, cat, action, sid)
+        if kind == "o":
+            items = []
+            for pid, qty, price, cat in d["i"]:
+                if (type(pid) is not str or type(qty) is not int or qty < 1 or type(price) not in (int, float)
+                        or not 0 <= price <= MAX_UNIT_PRICE or not _opt_str(cat)):
+                    raise TypeError("i")
+                items.append(OrderItem(pid, qty, float(price), cat))
+            return Order(rid, ts, uid, tuple(items), None)
+        raise TypeError("k")
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+        return DecodeError("schema", f"bad customer event ({exc}): {(raw or b'')[:200]!r}")
+
+
+def products_final(units: Iterable[UnitWatermark], spec: WindowSpec, wall_ms: int) -> int | None:
+    """Event time before which every product unit is final (the start of its first bucket still open): a
+    record admitted from now on is no older, so neither is its customer-events copy. A unit without a
+    watermark holds it while one of its streams is active (e.g. a backlog not fetched yet) and is left out
+    once all are idle, as an idle stream is within a unit. None when nothing is known yet."""
+    final = None
+    for u in units:
+        wm = u.watermark_ms
+        if wm is None:
+            if any(wall_ms - c.last_seen_wall_ms < spec.idle_timeout_ms for c in u.streams.values()):
+                return None
+            continue
+        f = spec.last_final_start(wm) + spec.bucket_ms
+        final = f if final is None else min(final, f)
+    return final
+
+
+class Customers:
+    """One :class:`CustomerEngine` per unit of this worker, their in-flight records and checkpoint data."""
+
+    def __init__(self, config: CustomerConfig, partitions: int, instance: str) -> None:
+        self.config = config
+        self.partitions = partitions
+        self.instance = instance
+        self.engines: dict[int, CustomerEngine] = {}
+        self.parked: dict[int, CustomerEngine] = {}
+        """Engines of revoked units, until the assignment tells whether they come back."""
+        self.in_flight: dict[int, deque[tuple[int, int]]] = {}
+        """Per customer-events partition, (count, event time) of the records this worker forwarded there and
+        has not read back yet: the partition's watermark may not pass them."""
+        self.shared_dirty: set[int] = set()
+        self.held: set[int] = set()
+        """Units whose customer-events partition still has records from before the assignment to read (the
+        runner keeps this): their customer watermark waits."""
+        self._n = itertools.count()
+
+    def engine(self, unit: int) -> CustomerEngine:
+        eng = self.engines.get(unit)
+        if eng is None:
+            eng = self.engines[unit] = CustomerEngine(self.config)
+        return eng
+
+    def unit_of(self, user_id: str) -> int:
+        return partition_for(user_id, self.partitions)
+
+    # -- forwarding ----------------------------------------------------------------------------
+
+    def forward(self, ev: Click | Order, *, track: bool) -> tuple[bytes, bytes] | None:
+        """(key, value) of the customer-events copy of ``ev``; None without a user. ``track``: the target
+        partition is this worker's (or every one is): hold its watermark until the copy is read back."""
+        if not ev.user_id:
+            return None
+        n = next(self._n)
+        value = encode_click(ev, self.instance, n) if type(ev) is Click else encode_order(ev, self.instance, n)  # type: ignore[arg-type]
+        if track:
+            self.in_flight.setdefault(self.unit_of(ev.user_id), deque()).append((n, ev.ts_ms))
+        return ev.user_id.encode(), value
+
+    def read_back(self, partition: int, raw: bytes | None) -> None:
+        pending = self.in_flight.get(partition)
+        if not pending:
+            return
+        try:
+            d = orjson.loads(raw or b"")
+            mine, n = d.get("w") == self.instance, d.get("n")
+        except (orjson.JSONDecodeError, AttributeError):
+            return
+        if mine and type(n) is int:
+            while pending and pending[0][0] <= n:
+                pending.popleft()
+
+    # -- time ----------------------------------------------------------------------------------
+
+    def watermark(self, unit: int, products_final: int | None) -> int | None:
+        """The customer watermark of ``unit``: what the product units have made final, held by this
+        worker's forwarded records still in flight to the unit."""
+        if unit in self.held:
+            return None
+        q = self.in_flight.get(unit)
+        if products_final is None or not q:
+            return products_final
+        return min(products_final, min(ts for _n, ts in q))
+
+    def tick(self, products_final: int | None) -> list[Output]:
+        out: list[Output] = []
+        for unit in sorted(self.engines):
+            eng = self.engines[unit]
+            wm = self.watermark(unit, products_final)
+            if wm is None or (eng.watermark_ms is not None and wm <= eng.watermark_ms and not eng.alerts):
+                continue
+            out += eng.tick(wm)
+            self.shared_dirty.add(unit)
+        return out
+
+    def on_product_alert(self, alert: dict[str, Any]) -> None:
+        for unit, eng in self.engines.items():
+            if eng.on_product_alert(alert):
+                self.shared_dirty.add(unit)
+
+    # -- state ---------------------------------------------------------------------------------
+
+    def drain(self) -> list[tuple[int, bytes, bytes | None]]:
+        """(partition, key, snapshot or None) of what changed since the last call, for the changelog."""
+        changes: list[tuple[int, bytes, bytes | None]] = []
+        for unit, eng in sorted(self.engines.items()):
+            changes += [(unit, uid.encode(), None) for uid in sorted(eng.evicted) if uid not in eng.customers]
+            changes += [(unit, uid.encode(), eng.snapshot(uid)) for uid in sorted(eng.dirty) if uid in eng.customers]
+            if eng.dirty or eng.evicted or unit in self.shared_dirty:
+                changes.append((unit, SHARED_KEY, eng.snapshot_shared()))
+            eng.dirty.clear()
+            eng.evicted.clear()
+        self.shared_dirty.clear()
+        return changes
+
+    def restore(self, unit: int, snapshots: Mapping[bytes, bytes]) -> int:
+        """A fresh engine for ``unit`` from its changelog partition; returns the customers restored."""
+        eng = self.engines[unit] = CustomerEngine(self.config)
+        shared = snapshots.get(SHARED_KEY)
+        if shared is not None:
+            eng.restore_shared(shared)
+        n = 0
+        for key, snap in snapshots.items():
+            if key != SHARED_KEY:
+                eng.restore(snap)
+                n += 1
+        return n
+
+    def revoke(self, unit: int, *, recovered: bool = True) -> None:
+        eng = self.engines.pop(unit, None)
+        if eng is not None and recovered:
+            self.parked[unit] = eng
+        self.in_flight.pop(unit, None)
+        self.shared_dirty.discard(unit)
+
+    def reclaim(self, unit: int) -> bool:
+        eng = self.parked.pop(unit, None)
+        if eng is None:
+            return False
+        self.engines[unit] = eng
+        return True
+
+    def keep_only(self, units: Iterable[int]) -> None:
+        """Forget the engines set aside for units that moved to another worker."""
+        keep = set(units)
+        self.parked = {u: e for u, e in self.parked.items() if u in keep}
+
+    def receive(self, unit: int, raw: bytes | None, offset: int) -> DecodeError | None:
+        """Give a customer-events record to its unit's engine (``offset``: its sequence number, so a record
+        read again is a no-op); a DecodeError to dead-letter when it is malformed or late."""
+        ev = decode_customer_event(raw)
+        if type(ev) is DecodeError:
+            return ev
+        eng = self.engine(unit)
+        c = eng.customers.get(ev.user_id)  # type: ignore[union-attr]
+        is_click = type(ev) is Click
+        if c is not None and offset <= (c.applied_click if is_click else c.applied_order):
+            return None  # read again after a restart
+        wm = eng.watermark_ms
+        if wm is not None and ev.ts_ms < wm and ev.user_id not in eng.erased:  # type: ignore[union-attr]
+            return DecodeError("late", f"ts {ev.ts_ms} is behind the customer watermark {wm}")  # type: ignore[union-attr]
+        if is_click:
+            eng.process_click(ev, offset)  # type: ignore[arg-type]
+        else:
+            eng.process_order(ev, offset)  # type: ignore[arg-type]
+        return None
