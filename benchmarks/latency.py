@@ -137,6 +137,64 @@ def paced_latency(bootstrap: str, tmp: Path, target_eps: float, wall_s: float, h
         stop_process_group(receiver, 5)
 
 
+def quiet_memory(bootstrap: str, tmp: Path, stages: int = 4, per_stage: int = 25_000,
+                 store: str = "memory://") -> dict[str, Any]:
+    """Worker RSS against products tracked once they are quiet: stages of ``per_stage`` new products (two clicks
+    each within two minutes), then ordinary traffic on one product per partition for 12 minutes of event time,
+    after which the stage's products are parked (``streamproc_products_in_memory`` back near zero). RSS is
+    sampled then; the slope over stages is what a product costs while it is not active (the heap the hot
+    phase used is reused by the next stage)."""
+    import psutil
+
+    from streamproc.admission import partition_for
+
+    env = worker_env(bootstrap, tmp, extra={"STREAMPROC_STORE": store, "STREAMPROC_IDLE_TIMEOUT_MS": "2000"})
+    n_parts = Settings.from_env(env).partitions
+    clocks = list({partition_for(f"CLOCK{k}", n_parts): f"CLOCK{k}" for k in range(200)}.values())
+    w = WorkerProc(env, tmp)
+    samples = []
+    span = stages * 15 * MIN
+    t0 = (int(time.time() * 1000) // MIN - span // MIN - 2) * MIN
+    try:
+        w.wait_ready()
+        proc = psutil.Process(w.proc.pid)
+        time.sleep(2)
+        samples.append({"products": 0, "rss_mib": proc.memory_info().rss / 2**20})
+        sent = 0
+        for k in range(stages):
+            base = t0 + k * 15 * MIN
+            items = sorted((base + rep * MIN + (i * 97) % MIN, f"Q{k}-{i:06d}") for rep in range(2) for i in range(per_stage))
+            items += [(base + m * MIN + 30_000, c) for m in range(2, 15) for c in clocks]
+            items.sort()
+            evs = [("clicks", pid.encode(), orjson.dumps({"event_id": f"q{k}-{j}", "ts": ts, "user_id": "U000001",
+                                                           "product_id": pid, "category": "books", "action": "view"}), ts)
+                   for j, (ts, pid) in enumerate(items)]
+            asyncio.run(loadgen.produce(bootstrap, evs, speed=None, progress=False,
+                                        topic_names={"clicks": env["STREAMPROC_TOPIC_CLICKS"]}))
+            sent += len(evs)
+            count_until(w.url, sent, 600)
+            deadline = time.monotonic() + 300
+            while time.monotonic() < deadline:  # the stage's products parked
+                text = w.get("/metrics")
+                hot = metric_sum(text, ("streamproc_products_in_memory",))
+                if hot <= len(clocks) + per_stage // 100:
+                    break
+                time.sleep(1)
+            products = metric_sum(text, ("streamproc_products_tracked",))
+            samples.append({"products": products, "in_memory": hot, "rss_mib": proc.memory_info().rss / 2**20})
+    finally:
+        w.stop()
+    xs = [s["products"] for s in samples[1:]]
+    ys = [s["rss_mib"] * 2**20 for s in samples[1:]]
+    slope = None
+    if len(xs) >= 2 and max(xs) > min(xs):
+        mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+        slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sum((x - mx) ** 2 for x in xs)
+    return {"store": store, "samples": samples, "bytes_per_quiet_product": slope,
+            "method": f"least-squares slope of worker RSS over products tracked, {stages} stages of {per_stage:,} "
+                      "new products, each stage sampled once its products were parked"}
+
+
 def memory(bootstrap: str, tmp: Path, stages: int = 3, per_stage: int = 4000,
            store: str = "memory://") -> dict[str, Any]:
     """Worker RSS against products tracked, for ``store`` (``STREAMPROC_STORE``: ``memory://`` or

@@ -100,6 +100,8 @@ ROWS: list[tuple[str, str, str | None]] = [
     ("features_http_p50_ms_100", "ms", None),
     ("features_http_p99_ms_100", "ms", None),
     ("bytes_per_product", "bytes", None),
+    ("bytes_per_quiet_product", "bytes", None),
+    ("bytes_per_quiet_product_rocksdb", "bytes", "bytes_per_quiet_product"),
     ("bytes_per_product_rocksdb", "bytes", "bytes_per_product"),
     ("rocksdb_disk_bytes_per_product", "bytes", None),
     ("loadgen_target_events_per_s", "events/s", None),
@@ -117,6 +119,7 @@ ROWS: list[tuple[str, str, str | None]] = [
 
 FULL_ONLY = {k for k, _, _ in ROWS if k.startswith(("demand_events_per_s_", "loadgen_"))} | {
     "bytes_per_product_rocksdb", "rocksdb_disk_bytes_per_product", "forecast_mase_5m", "forecast_mase_1h",
+    "bytes_per_quiet_product", "bytes_per_quiet_product_rocksdb",
     "forecast_interval_coverage"}
 """Rows of the full run only: left out of the table when the results do not have the key (--quick, older runs)."""
 

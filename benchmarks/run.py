@@ -53,6 +53,7 @@ KEYS = ("raw_consume_events_per_s", "batch_ceiling_events_per_s", "naive_faust_e
 CURVE_KEYS = tuple(f"demand_events_per_s_products_{n}" for n in tp.CURVE_PRODUCTS) + tuple(
     f"demand_events_per_s_partitions_{n}" for n in tp.CURVE_PARTITIONS)
 FULL_ONLY_KEYS = (*CURVE_KEYS, "bytes_per_product_rocksdb", "rocksdb_disk_bytes_per_product",
+                  "bytes_per_quiet_product", "bytes_per_quiet_product_rocksdb",
                   "loadgen_target_events_per_s", "loadgen_achieved_events_per_s", "loadgen_producer_errors")
 LOADGEN_TARGET_EPS = 50_000.0
 LOADGEN_SECONDS = 5.0
@@ -243,6 +244,12 @@ def main(argv: list[str] | None = None) -> int:
                 mem_r = run.section("memory_rocksdb", latency.memory, broker.bootstrap, tmp, 3, 4000, "rocksdb://")
                 if mem_r:
                     _rocksdb_memory_results(run, mem_r)
+                for store, key in (("memory://", "bytes_per_quiet_product"),
+                                   ("rocksdb://", "bytes_per_quiet_product_rocksdb")):
+                    mem_q = run.section(f"memory_quiet_{store.rstrip(':/')}", latency.quiet_memory,
+                                        broker.bootstrap, tmp, 4, 25_000, store)
+                    if mem_q:
+                        _quiet_memory_results(run, mem_q, key)
             if not quick:
                 cur = run.section("throughput_curve", tp.curve, broker.bootstrap, tmp, 60_000)
                 if cur:
@@ -347,15 +354,20 @@ def _curve_results(run: Run, cur: dict[str, Any]) -> None:
                 "rate over what was counted")
 
 
+def _quiet_memory_results(run: Run, mem: dict[str, Any], key: str) -> None:
+    run.detail[f"memory_quiet_{mem['store'].rstrip(':/')}"] = mem
+    run.out[key] = mem["bytes_per_quiet_product"]
+    run.notes[key] = mem["method"] + f" (STREAMPROC_STORE={mem['store']})"
+
+
 def _rocksdb_memory_results(run: Run, mem: dict[str, Any]) -> None:
     run.detail["memory_rocksdb"] = mem
     run.out["bytes_per_product_rocksdb"] = mem["bytes_per_product"]
     run.out["rocksdb_disk_bytes_per_product"] = mem.get("disk_bytes_per_product_after_stop")
     run.notes["bytes_per_product_rocksdb"] = (
-        "as bytes_per_product, with STREAMPROC_STORE=rocksdb://. The engine keeps every product's state in the "
-        "worker's heap with either store (RocksDB holds the table's copy), so RocksDB does not lower RSS; its "
-        "memtables (Faust defaults: 64 MiB write buffer, up to 3, per partition's DB) fill with every rewrite of a "
-        "product's snapshot and are part of this slope until they flush. Data dir while running: "
+        "as bytes_per_product, with STREAMPROC_STORE=rocksdb://. Products active in the last 5 buckets are held "
+        "as objects with either store (parked ones go to RocksDB files); RocksDB's memtables fill with every "
+        "rewrite of a product's snapshot and are part of this slope until they flush. Data dir while running: "
         f"{mem.get('disk_bytes_end', 0) / 2**20:,.1f} MiB (mostly write-ahead log); after the worker stopped: "
         f"{mem.get('disk_bytes_after_stop', 0) / 2**20:,.1f} MiB of SST files")
     run.notes["rocksdb_disk_bytes_per_product"] = ("bytes of the RocksDB data dir after the worker stopped (memtables "
