@@ -1,35 +1,43 @@
 """Demand forecast per product: pure Python, no I/O, no clock; O(1) per product per bucket.
 
 Separate from the detector's expectation, which is deliberately slow and robust (right for testing
-"is this bucket unusual", wrong for "how much will sell next"). The forecast of bucket ``i`` ahead
-(``i = 0`` the next bucket) is
+"is this bucket unusual", wrong for "how much will sell next"). With ``z = x / s`` the last bucket's
+deseasonalised count, the forecast of the bucket ``i`` ahead (``i = 0``: the next one) is
 
-    bucket 0:       (level_next + w * resid) * season(t)        resid = x/s - level_next, the last bucket
-    bucket i >= 1:  (level + phi**(i+1) * r) * season(t + i)    r = x/s - level
+    i = 0:   (level_next + w * (z - level_next)) * season        w = weight_up or weight_down, learnt
+    i >= 1:  (level + phi**(i + 1) * (z - level)) * season       phi: AR(1) of the residuals
 
-* ``season(t)`` is the detector's hierarchical hour-of-week / hour-of-day / flat factor
+* ``season`` is the detector's hierarchical hour-of-week / hour-of-day / flat factor
   (:func:`streamproc.detectors.season`): long memory, shared, so it costs no state here.
-* **Two levels.** ``level`` (the hour's) and ``level_next`` (the next bucket's) are exponentially
-  weighted means of deseasonalised counts, each with its own half-life, with observations winsorised
-  tightly (``clip_sd`` / ``next_clip_sd`` standard deviations) so they follow the median rather than the
-  mean and a one-bucket spike barely moves them; while the detector has an incident open the clip widens
-  (``shift_clip_sd``) so both follow a real surge or drop within a few buckets.
-* **Persistence of the hour.** What is left over (``r``) follows an AR(1) whose coefficient ``phi`` is
-  an exponentially weighted regression of each residual on the one before (clamped to [0, 0.95]), so a
-  burst that has just started is carried into the next buckets and fades.
-* **The next bucket** leans on the last value by a weight ``w`` in [0, 1] learnt online by sign-sign
-  descent of the absolute error (``blend_step``: after each bucket ``w`` moves towards the last value
-  when following it would have helped, away otherwise), so it settles where half the errors are on
-  each side (the median, which is what absolute error rewards).
+* **Two levels**, exponentially weighted means of deseasonalised counts winsorised tightly (``clip_sd``
+  standard deviations, so they follow the median rather than the mean and a one-bucket spike barely moves
+  them; while the detector has an incident open the clip widens to ``shift_clip_sd`` so they follow a real
+  surge or drop): ``level`` for the hour (half-life ``level_halflife_ms``, 30 min) and ``level_next`` for
+  the next bucket (``next_halflife_ms``, 1 h: slower, because the last value brings in the recent past).
+* **The next bucket leans on the last value** by a weight learnt online, one after a bucket above
+  ``level_next`` and one after a bucket below: sign-sign descent of the absolute error (after each bucket
+  the weight moves towards the last value if following it further would have helped, away otherwise, by
+  ``blend_step`` times the residual in standard deviations, at most ``blend_cap``), so each settles where
+  the errors are balanced, the median, which is what absolute error rewards. On Twitter volumes the weight
+  after a rise settles lower than after a fall: lone spikes are common, lone dips are not.
+* **Sparse products** (below about ``sparse_units`` units a bucket) have their weights shrunk by
+  ``mu / (mu + sparse_units)`` and their hour level slowed towards the next bucket's as much: a count of 0
+  or 1 says little about a rate below one a bucket, and the median forecast of such a product (0) would
+  not be an expectation (twelve next-5-minute forecasts should add up to about the next hour's).
+* **Persistence over the hour**: the residual from ``level`` follows an AR(1) whose ``phi`` is an
+  exponentially weighted regression of each residual on the one before (clamped to [0, 0.95]), so a burst
+  that has just started is carried into the next buckets and fades (closed-form sums, one seasonal factor
+  per hour of the horizon).
 * **80% interval**: counts are negative binomial around the forecast with the forecaster's own
   overdispersion (an exponentially weighted ratio of ``(x - mu)**2 - mu`` to ``mu**2``), so a sum of
   ``h`` buckets has variance ``h*mu + alpha*(h*mu)**2`` (the level error is shared by all buckets of
   the horizon; ``mu`` at least the hour's level). The half-width ``z * sqrt(var)`` is scaled by a factor
   per horizon that is calibrated online to miss 20% of outcomes (a quantile tracker: after a miss it
-  grows, after a hit it shrinks), checked every bucket for the next bucket and once an hour for the
-  next hour.
+  grows, after a hit it shrinks), checked every bucket for the next bucket (the interval is recomputed
+  from the forecast issued) and once an hour for the next hour.
 
-State: 16 numbers (:class:`ForecastState`, slotted): about 650 bytes in memory, up to about 430 in a JSON snapshot.
+State: 16 numbers (:class:`ForecastState`, slotted): about 550 bytes in memory (the object and its number
+objects), up to about 450 in a JSON snapshot.
 """
 
 from __future__ import annotations

@@ -104,3 +104,21 @@ def test_next_bucket_interval_is_calibrated_on_its_own_horizon() -> None:
     hi = np.array([o.high for o in out[after]])
     assert 0.75 <= ((lo <= nxt) & (nxt <= hi)).mean() <= 0.85
     assert 0.5 < fc.scale_next < 2.0
+
+
+def test_next_bucket_leans_on_the_last_value_only_where_that_pays() -> None:
+    # lone spikes (one bucket at 5x, every 10 buckets) vs jumps that last (a new rate every 6 buckets)
+    rng = np.random.default_rng(9)
+    n = 4 * 288
+    spiky = rng.poisson(20, n).astype(float)
+    spiky[5::10] *= 5
+    lasting = rng.poisson(np.repeat(rng.uniform(10, 60, n // 6 + 1), 6)[:n]).astype(float)
+    _, _, after_spikes = feed(spiky)
+    _, _, after_jumps = feed(lasting)
+    # the forecast made right after a spike stays near the usual 20 (the level is not dragged either)
+    assert np.median([after_spikes[i].expected for i in range(3 * 288 + 5, n, 10)]) < 30
+    # where a new rate lasts, the forecast right after a jump is most of the way to it
+    i = [k for k in range(3 * 288, n - 1, 6) if abs(lasting[k] - lasting[k - 1]) > 20]
+    gap = np.array([abs(after_jumps[k].expected - lasting[k + 1]) for k in i])
+    stay = np.array([abs(after_jumps[k - 1].expected - lasting[k + 1]) for k in i])
+    assert np.median(gap) < 0.6 * np.median(stay)
