@@ -74,7 +74,7 @@ def record(values: Sequence[float], ts: Sequence[int], step_ms: int,
 @contextmanager
 def _replaying() -> Iterator[None]:
     real = detectors.season
-    detectors.season = lambda det, ts_ms, step_ms, cfg: det.factors[ts_ms]  # type: ignore[assignment]
+    detectors.season = lambda det, ts_ms, step_ms, cfg: det.factors[ts_ms]  # type: ignore[assignment,attr-defined]
     try:
         yield
     finally:
