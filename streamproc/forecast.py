@@ -171,11 +171,12 @@ def _phi(state: ForecastState) -> float:
 
 def _next(state: ForecastState, phi: float, cfg: ForecastConfig) -> float:
     """Deseasonalised forecast of the next bucket: ``level_next`` plus a learnt share of the last residual."""
+    level = state.level_next if state.level_next >= 0 else state.level  # a snapshot from before it had one
     w = state.weight_down if state.resid < 0 else state.weight_up
     if w < 0:
         w = phi
-    w *= state.level_next / (state.level_next + cfg.sparse_units) if cfg.sparse_units else 1.0
-    return max(state.level_next + w * state.resid, 0.0)
+    w *= level / (level + cfg.sparse_units) if cfg.sparse_units else 1.0
+    return max(level + w * state.resid, 0.0)
 
 
 def _clipped(x: float, level: float, s: float, alpha: float, clip: float) -> float:
@@ -261,7 +262,9 @@ def predict(state: ForecastState, horizon_steps: int, ts_ms: int, step_ms: int, 
     level = max(state.level, 0.0)
     s = detectors.season(det, ts_ms, step_ms, det_cfg)
     total, base = s * _next(state, phi, cfg), s * level  # the first bucket; base: all at the level (the spread)
-    r = state.resid + state.level_next - state.level  # bucket i >= 1: level + phi**(i + 1) * r
+    # bucket i >= 1: level + phi**(i + 1) * r, r the last residual from the level (a snapshot from before the
+    # next bucket's level stored that one)
+    r = state.resid + state.level_next - state.level if state.level_next >= 0 else state.resid
     hour_ms = detectors.HOUR_MS
     i = 1
     while i < horizon_steps:  # the seasonal factor is per hour: one evaluation per hour of the horizon

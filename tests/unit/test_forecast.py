@@ -122,3 +122,14 @@ def test_next_bucket_leans_on_the_last_value_only_where_that_pays() -> None:
     gap = np.array([abs(after_jumps[k].expected - lasting[k + 1]) for k in i])
     stay = np.array([abs(after_jumps[k - 1].expected - lasting[k + 1]) for k in i])
     assert np.median(gap) < 0.6 * np.median(stay)
+
+
+def test_a_snapshot_of_the_previous_forecaster_restores_and_forecasts() -> None:
+    old = {"level": 8.0, "disp_num": 1.0, "disp_den": 50.0, "scale_next": 1.1, "scale_hour": 0.9, "prev_low": 4.0,
+           "prev_high": 12.0, "hour_start_ms": -1, "hour_low": 0.0, "hour_high": 0.0, "hour_sum": 0.0,
+           "hour_seen": 0, "resid": 0.0, "ar_num": 0.0, "ar_den": 0.0, "steps": 500}
+    det, fc = detectors.new_state(DET), forecast.ForecastState.from_dict(old)
+    f5, f1 = forecast.units_ahead(fc, det, T0_MS, STEP_MS, DET)
+    assert f5.expected == pytest.approx(8.0) and f1.expected == pytest.approx(96.0)
+    _, _, out = feed(np.full(12, 8.0), det=det, fc=fc)
+    assert all(o.expected == pytest.approx(8.0, rel=0.2) for o in out)
