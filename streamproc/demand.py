@@ -314,11 +314,11 @@ class DemandEngine:
         p = self.index.get(product_id)
         if p is not None:
             return p
-        for u in self.units.values():
+        for u in list(self.units.values()):
             blob = u.cold.get(product_id)
             if blob is not None:
                 return ProductState.from_dict(orjson.loads(zlib.decompress(blob)))
-        return None
+        return self.index.get(product_id)  # woken meanwhile (the HTTP server reads from its own thread)
 
     def product_ids(self) -> list[str]:
         """Every product tracked here, hot and parked."""
