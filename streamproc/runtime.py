@@ -396,6 +396,8 @@ class Runtime:
     # -- customers (customer_runtime.py) --------------------------------------------------------
 
     async def _forward_customer(self, ev: Click | Order) -> None:
+        if not self.settings.customers:
+            return
         home = self.customers.unit_of(ev.user_id) if ev.user_id else -1
         kv = self.customers.forward(ev, track=self.assigned is None or home in self.assigned)
         if kv is not None:
@@ -414,6 +416,8 @@ class Runtime:
 
     async def _tick_customers(self, product_outputs: list[Output]) -> None:
         """Feed the product alerts to the customer engines, advance them, publish triggers and features."""
+        if not self.settings.customers:
+            return
         for out in product_outputs:
             if out.kind != "features" and out.value.get("labels", {}).get("alertname") == "demand_surge":
                 self.customers.on_product_alert(dict(out.value))
