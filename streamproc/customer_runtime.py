@@ -17,7 +17,6 @@ snapshots and the engine's shared state (under :data:`SHARED_KEY`) in the compac
 from __future__ import annotations
 
 import itertools
-from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
@@ -27,6 +26,7 @@ from .admission import partition_for
 from .customer_state import CustomerConfig
 from .customers import CustomerEngine, Output
 from .events import MAX_UNIT_PRICE, Click, DecodeError, Order, OrderItem
+from .fronts import InFlight
 from .windows import UnitWatermark, WindowSpec
 
 __all__ = ["CUSTOMER_EVENTS", "SHARED_KEY", "Customers", "encode_click", "encode_order", "decode_customer_event",
@@ -107,7 +107,7 @@ class Customers:
         self.engines: dict[int, CustomerEngine] = {}
         self.parked: dict[int, CustomerEngine] = {}
         """Engines of revoked units, until the assignment tells whether they come back."""
-        self.in_flight: dict[int, deque[tuple[int, int]]] = {}
+        self.in_flight: dict[int, InFlight] = {}
         """Per customer-events partition, (count, event time) of the records this worker forwarded there and
         has not read back yet: the partition's watermark may not pass them."""
         self.shared_dirty: set[int] = set()
@@ -135,7 +135,7 @@ class Customers:
         n = next(self._n)
         value = encode_click(ev, self.instance, n) if type(ev) is Click else encode_order(ev, self.instance, n)  # type: ignore[arg-type]
         if track:
-            self.in_flight.setdefault(self.unit_of(ev.user_id), deque()).append((n, ev.ts_ms))
+            self.in_flight.setdefault(self.unit_of(ev.user_id), InFlight()).append(n, ev.ts_ms)
         return ev.user_id.encode(), value
 
     def read_back(self, partition: int, raw: bytes | None) -> None:
@@ -148,8 +148,7 @@ class Customers:
         except (orjson.JSONDecodeError, AttributeError):
             return
         if mine and type(n) is int:
-            while pending and pending[0][0] <= n:
-                pending.popleft()
+            pending.read_back(n)
 
     # -- time ----------------------------------------------------------------------------------
 
@@ -159,9 +158,10 @@ class Customers:
         if unit in self.held:
             return None
         q = self.in_flight.get(unit)
-        if products_final is None or not q:
+        oldest = q.oldest() if q is not None else None
+        if products_final is None or oldest is None:
             return products_final
-        return min(products_final, min(ts for _n, ts in q))
+        return min(products_final, oldest)
 
     def tick(self, products_final: int | None) -> list[Output]:
         out: list[Output] = []
