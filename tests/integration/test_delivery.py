@@ -122,6 +122,7 @@ class Producer:
     def __init__(self, bootstrap: str, settings: Settings) -> None:
         self.p = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=2)
         self.topics = {t: settings.topic(t) for t in TOPICS}
+        self.app_id = settings.app_id
 
     async def __aenter__(self) -> Producer:
         await self.p.start()
@@ -131,7 +132,8 @@ class Producer:
         await self.p.stop()
 
     async def send(self, logical: str, key: bytes | None, value: bytes, headers: Any) -> None:
-        await self.p.send_and_wait(self.topics[logical], value, key=key, headers=headers)
+        topic = self.topics.get(logical) or f"{self.app_id}-{logical}"  # internal: order-items, customer-events
+        await self.p.send_and_wait(topic, value, key=key, headers=headers)
 
     async def alerts(self, items: list[dict[str, Any]], spread_s: float = 0.0) -> None:
         for a in items:
@@ -279,7 +281,10 @@ async def test_a_slow_receiver_slows_neither_the_other_nor_processing(embedded_b
         return 200, {}, "ok"
 
     slow.behaviour = ten_seconds
-    s = await settings_for(embedded_broker, [slow.url, fast.url], STREAMPROC_WEBHOOK_MAX_ALERTS="5")
+    # the product side only: this producer awaits every record, and 20k customer copies would take longer
+    # than the slow receiver's answers
+    s = await settings_for(embedded_broker, [slow.url, fast.url], STREAMPROC_WEBHOOK_MAX_ALERTS="5",
+                           STREAMPROC_CUSTOMERS="0")
     await services(s, embedded_broker)
     async with Producer(embedded_broker, s) as prod:
         runtime = Runtime(s, prod.send)
