@@ -6,8 +6,9 @@ The journeys come from ``streamproc.customer_gen`` (its truth is written down wh
 running the engine). Its demand surges are product alerts: they are written, as the alert records a worker
 broadcasts (customer_runtime.py), to every partition of ``<app>-customer-events`` before the worker starts,
 and the product detector's own surges are switched off (``STREAMPROC_DETECT_MIN_SURGE_UNITS``), so the
-``interest_surging`` truth is the generator's. Hour buckets: 60 days of minute buckets for 600 products
-would be minutes of product closes (the customer watermark follows the products' closes either way).
+``interest_surging`` truth is the generator's. Hour buckets: a month of minute buckets would be minutes of
+product closes (the customer watermark follows the products' closes either way). The two-worker run is on
+the embedded broker only (time); the others run on both.
 
 Delivery: at-least-once with idempotent, keyed outputs, as for product alerts (README, "Running on Apache
 Kafka"): a trigger emitted again after a crash has the same ``trigger_id`` and must be an identical copy;
@@ -45,18 +46,20 @@ pytestmark = pytest.mark.integration
 CUSTOMERS = int(os.environ.get("STREAMPROC_TEST_CUSTOMERS", "2000"))
 SEED = 16
 PRODUCTS = int(os.environ.get("STREAMPROC_TEST_PRODUCTS", "120"))
-"""Fewer products than the generator's default 600: every product's hour buckets are closed and published
-for 60 days, which is most of a run's cost; the journeys need only a catalogue per category."""
+DAYS = int(os.environ.get("STREAMPROC_TEST_DAYS", "30"))
+"""Fewer products and days than the generator's defaults (600, 60): every product's hour buckets are closed
+and published, which is most of a run's cost; the journeys need only a catalogue per category, and a month
+holds every kind of episode."""
 PARTITIONS = 4
 PACED_S = 20.0
-"""Wall seconds over which the paced replay spreads the 60 days."""
+"""Wall seconds over which the paced replay spreads the month."""
 ENV = {"STREAMPROC_PARTITIONS": str(PARTITIONS), "STREAMPROC_BUCKET_MS": str(HOUR_MS),
        "STREAMPROC_DETECT_MIN_SURGE_UNITS": "1e12"}
 
 
 @pytest.fixture(scope="module")
 def gen() -> Generated:
-    return generate(CUSTOMERS, seed=SEED, products=PRODUCTS)
+    return generate(CUSTOMERS, seed=SEED, products=PRODUCTS, days=DAYS)
 
 
 def _items(g: Generated) -> list[tuple[str, bytes, bytes, int]]:
@@ -197,7 +200,7 @@ def test_sigkill_mid_stream_and_restart(broker: Any, tmp_path: Path, gen: Genera
     env = _prepare(broker, tmp_path, gen)
     report = _produce(broker, env, gen, speed=None)
     worker = wait_ready(launch_worker(env, tmp_path), 90)
-    killed_at = wait_for(lambda: (n := counted(worker.url)) > report.events * 0.4 and n, 120, 0.1)
+    killed_at = wait_for(lambda: (n := counted(worker.url)) > report.events * 0.25 and n, 120, 0.1)
     os.killpg(worker.proc.pid, signal.SIGKILL)
     worker.proc.wait(timeout=10)
     assert killed_at < report.events, "the worker finished before it could be killed"
@@ -210,8 +213,10 @@ def test_sigkill_mid_stream_and_restart(broker: Any, tmp_path: Path, gen: Genera
           f"{time.monotonic() - t0:.1f}s")
 
 
-def test_two_workers_in_one_group(broker: Any, tmp_path: Path, gen: Generated) -> None:
+def test_two_workers_in_one_group(embedded_broker: str, tmp_path: Path, gen: Generated) -> None:
+    """On the embedded broker only, to keep the module's time down (the other three run on both)."""
     t0 = time.monotonic()
+    broker = embedded_broker
     env = _prepare(broker, tmp_path, gen)
     workers = [launch_worker(_member(env, tmp_path, i), tmp_path, name=f"w{i}") for i in range(2)]
     try:
@@ -234,4 +239,4 @@ def test_two_workers_in_one_group(broker: Any, tmp_path: Path, gen: Generated) -
     finally:
         _stop(workers)
     assert all(per_worker), per_worker
-    print(f"{broker.kind}: two workers ({per_worker} records each): {stats}, {time.monotonic() - t0:.1f}s")
+    print(f"embedded: two workers ({per_worker} records each): {stats}, {time.monotonic() - t0:.1f}s")
