@@ -51,7 +51,7 @@ DAYS = int(os.environ.get("STREAMPROC_TEST_DAYS", "30"))
 and published, which is most of a run's cost; the journeys need only a catalogue per category, and a month
 holds every kind of episode."""
 PARTITIONS = 4
-PACED_S = 20.0
+PACED_S = 12.0
 """Wall seconds over which the paced replay spreads the month."""
 ENV = {"STREAMPROC_PARTITIONS": str(PARTITIONS), "STREAMPROC_BUCKET_MS": str(HOUR_MS),
        "STREAMPROC_DETECT_MIN_SURGE_UNITS": "1e12"}
