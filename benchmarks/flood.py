@@ -108,13 +108,16 @@ def flood(bootstrap: str, tmp: Path, ids: int, store: str, cap: int) -> dict[str
         stop.set()
         w.stop()
     answered = [s for s in samples if s.get("healthz") == 200]
+    log = w.log.read_text(errors="replace").splitlines() if w.log.is_file() else []
+    rebalances = [line[:300] for line in log if "assigned units" in line or "revoked" in line.lower()]
     return {"ids": ids, "store": store, "cap": cap, "alive_at_end": alive, "produced_s": produced_s,
             "counted_s": counted_s, "features_settled_s": settled_s, "processed": processed, "dead_lettered": dead, "products_tracked": tracked,
             "features_checked": len(checked), "features_with_the_click": clicks_ok,
             "features_seen": [list(x) for x in statuses][:10],
             "max_products_in_memory": max((s.get("in_memory") or 0 for s in samples), default=None),
             "peak_rss_mib": max((s["rss_mib"] for s in samples), default=None),
-            "healthz_answered": f"{len(answered)}/{len(samples)}", "samples": samples[:: max(1, len(samples) // 200)]}
+            "healthz_answered": f"{len(answered)}/{len(samples)}", "rebalances": rebalances,
+            "worker_warnings": [line[:300] for line in log if "WARN" in line or "ERROR" in line][:50], "samples": samples[:: max(1, len(samples) // 200)]}
 
 
 def main() -> None:

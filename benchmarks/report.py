@@ -76,6 +76,7 @@ ROWS: list[tuple[str, str, str | None]] = [
     ("naive_faust_events_per_s", "events/s", "raw_consume_events_per_s"),
     ("quix_events_per_s", "events/s", "raw_consume_events_per_s"),
     ("demand_events_per_s", "events/s", "raw_consume_events_per_s"),
+    ("pipeline_events_per_s", "events/s", "demand_events_per_s"),
     ("demand_events_per_s_products_1000", "events/s", None),
     ("demand_events_per_s_products_100000", "events/s", "demand_events_per_s_products_1000"),
     ("demand_events_per_s_products_1000000", "events/s", "demand_events_per_s_products_1000"),

@@ -46,7 +46,7 @@ import throughput as tp  # noqa: E402
 from streamproc import generator  # noqa: E402
 
 KEYS = ("raw_consume_events_per_s", "batch_ceiling_events_per_s", "naive_faust_events_per_s", "quix_events_per_s",
-        "demand_events_per_s", "demand_vs_batch_ceiling",
+        "demand_events_per_s", "demand_vs_batch_ceiling", "pipeline_events_per_s",
         "sentiment_reviews_per_s", "raw_onnx_reviews_per_s", "alert_latency_p99_s", "feature_freshness_p99_s",
         "features_http_p99_ms_1", "features_http_p99_ms_100", "bytes_per_product", "synthetic_f1",
         "nab_public_standard", "forecast_mase_5m", "forecast_mase_1h", "forecast_interval_coverage")
@@ -114,6 +114,10 @@ def _throughput(run: Run, bootstrap: str, tmp: Path, events: int, *, naive_s: fl
         if not c.get("complete"):
             run.notes[f"{tag}demand_events_per_s"] = (f"worker counted {c.get('counted')} of {pre.events} records "
                                                       f"in {demand_s:.0f} s (time cap): rate over what was counted")
+    e = run.section(f"{tag}pipeline_worker", tp.streamproc_worker, pre, tmp, demand_s, None, 20.0, 15.0, True)
+    if e:
+        res["pipeline_events_per_s"] = e["eps"]
+        res["pipeline_worker"] = e
     if quix:
         d = run.section(f"{tag}quix", tp.quix, pre, tmp, naive_s)
         if d:
@@ -197,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
                               demand_s=100.0, quix=False,
                               profile_dir=None if quick else results_dir, tag="")
             for k in ("raw_consume_events_per_s", "batch_ceiling_events_per_s", "naive_faust_events_per_s",
-                      "demand_events_per_s"):
+                      "demand_events_per_s", "pipeline_events_per_s"):
                 run.out[k] = res.pop(k, None)
             if run.out["demand_events_per_s"] and run.out["batch_ceiling_events_per_s"]:
                 run.out["demand_vs_batch_ceiling"] = run.out["demand_events_per_s"] / run.out["batch_ceiling_events_per_s"]

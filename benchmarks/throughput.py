@@ -131,7 +131,8 @@ async def _batch_ceiling(pre: Preloaded) -> dict[str, Any]:
     from streamproc.runtime import Runtime
 
     settings = Settings.from_env({"STREAMPROC_TOPIC_CLICKS": pre.clicks, "STREAMPROC_TOPIC_ORDERS": pre.orders,
-                                  "STREAMPROC_PARTITIONS": str(pre.params.get("partitions", 4))})
+                                  "STREAMPROC_PARTITIONS": str(pre.params.get("partitions", 4)),
+                                  "STREAMPROC_CUSTOMERS": "0"})
     sent = [0]
 
     async def sink(_logical: str, _key: Any, _value: bytes, _headers: Any) -> None:
@@ -329,12 +330,15 @@ def count_until(url: str, total: int, max_s: float, interval_s: float = 0.25,
 
 
 def streamproc_worker(pre: Preloaded, tmp: Path, max_s: float, profile_to: Path | None = None,
-                      profile_s: float = 20.0, stop_s: float = 15.0) -> dict[str, Any]:
+                      profile_s: float = 20.0, stop_s: float = 15.0, customers: bool = False) -> dict[str, Any]:
     """(c) the real worker on the pre-loaded topics, counted from its /metrics. ``stop_s``: SIGKILL the
-    worker if it has not exited that long after SIGTERM."""
+    worker if it has not exited that long after SIGTERM. ``customers``: with the customer side (the
+    default configuration); without it, the demand path alone."""
     partitions = int(pre.params.get("partitions", 4))
-    env = worker_env(pre.bootstrap, tmp, {"clicks": pre.clicks, "orders": pre.orders},
-                     {"STREAMPROC_PARTITIONS": str(partitions)} if partitions != 4 else None)
+    extra = {"STREAMPROC_CUSTOMERS": "1" if customers else "0"}
+    if partitions != 4:
+        extra["STREAMPROC_PARTITIONS"] = str(partitions)
+    env = worker_env(pre.bootstrap, tmp, {"clicks": pre.clicks, "orders": pre.orders}, extra)
     w = WorkerProc(env, tmp)
     spy = None
     out: dict[str, Any] = {}

@@ -35,7 +35,6 @@ snapshots and the engine's shared state (under :data:`SHARED_KEY`) in the compac
 from __future__ import annotations
 
 import itertools
-from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
@@ -45,7 +44,7 @@ from .admission import partition_for
 from .customer_state import CustomerConfig
 from .customers import CustomerEngine, Output
 from .events import MAX_UNIT_PRICE, Click, DecodeError, Order, OrderItem
-from .fronts import WAIT, Fronts, key_for
+from .fronts import WAIT, Fronts, InFlight, key_for
 from .windows import UnitWatermark, WindowSpec
 
 __all__ = ["CUSTOMER_EVENTS", "SHARED_KEY", "FRONT_PREFIX", "ALERT_PREFIX", "Customers", "encode_click",
@@ -159,7 +158,7 @@ class Customers:
         self.engines: dict[int, CustomerEngine] = {}
         self.parked: dict[int, CustomerEngine] = {}
         """Engines of revoked units, until the assignment tells whether they come back."""
-        self.in_flight: dict[int, deque[tuple[int, int]]] = {}
+        self.in_flight: dict[int, InFlight] = {}
         """Per customer-events partition, (count, event time) of the records this worker forwarded there and
         has not read back yet: the partition's watermark may not pass them."""
         self.shared_dirty: set[int] = set()
@@ -195,7 +194,7 @@ class Customers:
         else:
             value = encode_order(ev, self.instance, n, src, offset)  # type: ignore[arg-type]
         if track:
-            self.in_flight.setdefault(self.unit_of(ev.user_id), deque()).append((n, ev.ts_ms))
+            self.in_flight.setdefault(self.unit_of(ev.user_id), InFlight()).append(n, ev.ts_ms)
         return ev.user_id.encode(), value
 
     def read_back(self, partition: int, raw: bytes | None) -> None:
@@ -208,8 +207,7 @@ class Customers:
         except (orjson.JSONDecodeError, AttributeError):
             return
         if mine and type(n) is int:
-            while pending and pending[0][0] <= n:
-                pending.popleft()
+            pending.read_back(n)
 
     # -- time ----------------------------------------------------------------------------------
 
@@ -220,9 +218,10 @@ class Customers:
         if unit in self.held or remote == WAIT:
             return None
         q = self.in_flight.get(unit)
+        oldest = q.oldest() if q is not None else None
         wm = products_final
-        if wm is not None and q:
-            wm = min(wm, min(ts for _n, ts in q))
+        if wm is not None and oldest is not None:
+            wm = min(wm, oldest)
         if wm is not None and remote is not None:
             wm = min(wm, remote)
         return wm

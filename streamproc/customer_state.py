@@ -61,6 +61,9 @@ class CustomerConfig:
     recent_n: int = 10
     top_categories: int = 5
     recommend_n: int = 5
+    features_interval_ms: int = MINUTE_MS
+    """A changed customer's features record is emitted when the watermark enters a new interval of this much
+    event time (not at every tick: a busy shopper would otherwise cost a record per click)."""
 
 
 @dataclass(slots=True)

@@ -106,6 +106,8 @@ class CustomerEngine:
         self._agenda: list[tuple[int, str]] = []
         self._queued: dict[str, int] = {}
         self._changed: set[str] = set()
+        self._features_at: int | None = None
+        """Watermark of the last features emission (see CustomerConfig.features_interval_ms)."""
         self._out: list[Output] = []
 
     # -- input ---------------------------------------------------------------------------------
@@ -181,11 +183,14 @@ class CustomerEngine:
         out = sorted((o for o in self._out if o.value is not None), key=_trigger_order)
         out += sorted((o for o in self._out if o.value is None), key=lambda o: o.key)  # retention tombstones
         self._out = []
-        for uid in sorted(self._changed):
-            c = self.customers.get(uid)
-            if c is not None:
-                out.append(Output("features", uid, self._features(c, wm)))
-        self._changed.clear()
+        interval = self.cfg.features_interval_ms
+        if self._features_at is None or wm // interval > self._features_at // interval:
+            for uid in sorted(self._changed):
+                c = self.customers.get(uid)
+                if c is not None:
+                    out.append(Output("features", uid, self._features(c, wm)))
+            self._changed.clear()
+            self._features_at = wm
         return out
 
     def _schedule(self, c: CustomerState, at: int | None) -> None:

@@ -212,7 +212,7 @@ class DemandEngine:
 
     def __init__(self, spec: WindowSpec, det_cfg: detectors.DetectorConfig, *, live_ms: int = DAY_MS,
                  review_cfg: review_spikes.ReviewSpikeConfig | None = None, max_hot: int | None = None,
-                 park: bool = True, wake_budget: int = 20_000) -> None:
+                 park: bool = True, wake_budget: int = 2_000) -> None:
         self.spec = spec
         self.det_cfg = det_cfg
         self.review_cfg = review_cfg or review_spikes.ReviewSpikeConfig()
@@ -314,11 +314,11 @@ class DemandEngine:
         p = self.index.get(product_id)
         if p is not None:
             return p
-        for u in self.units.values():
+        for u in list(self.units.values()):
             blob = u.cold.get(product_id)
             if blob is not None:
                 return ProductState.from_dict(orjson.loads(zlib.decompress(blob)))
-        return None
+        return self.index.get(product_id)  # woken meanwhile (the HTTP server reads from its own thread)
 
     def product_ids(self) -> list[str]:
         """Every product tracked here, hot and parked."""
@@ -417,7 +417,7 @@ class DemandEngine:
         if cap is None or len(self.index) <= cap:
             return
         size = self.spec.bucket_ms
-        victims = heapq.nsmallest(len(self.index) - int(cap * 0.9), self.index.values(),
+        victims = heapq.nsmallest(min(len(self.index) - int(cap * 0.9), self.wake_budget * 4), self.index.values(),
                                   key=lambda p: (bool(p.incidents), p.last_event_ms))
         for p in victims:
             u = self.units[p.unit]

@@ -24,18 +24,53 @@ before which a unit will forward no more customer events, and the hold is that f
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable
 
 import orjson
 from aiokafka.partitioner import murmur2
 
-__all__ = ["Fronts", "MARKER_PREFIX", "WAIT", "MARKER_INTERVAL_MS", "KEEPALIVE_MS", "key_for"]
+__all__ = ["Fronts", "InFlight", "MARKER_PREFIX", "WAIT", "MARKER_INTERVAL_MS", "KEEPALIVE_MS", "key_for"]
 
 MARKER_PREFIX = b"\x00front/"
 WAIT = -(2**62)
 """A front that holds everything: the source has not delivered yet (or has not been heard from)."""
 MARKER_INTERVAL_MS = 100
 KEEPALIVE_MS = 1_000
+
+
+class InFlight:
+    """(sequence number, event time) of the records this worker forwarded to one partition and has not read
+    back yet, in sending order, with their oldest event time in O(1) (a monotonic queue: a watermark asks for
+    it at every tick, with tens of thousands of records in flight)."""
+
+    __slots__ = ("items", "mins")
+
+    def __init__(self) -> None:
+        self.items: deque[int] = deque()
+        self.mins: deque[tuple[int, int]] = deque()
+        """The records that are the oldest of everything sent after them, oldest first."""
+
+    def append(self, n: int, ts_ms: int) -> None:
+        self.items.append(n)
+        mins = self.mins
+        while mins and mins[-1][1] >= ts_ms:
+            mins.pop()
+        mins.append((n, ts_ms))
+
+    def read_back(self, n: int) -> None:
+        """This worker's record ``n`` arrived, so did every one sent before it (one producer, in order)."""
+        items, mins = self.items, self.mins
+        while items and items[0] <= n:
+            items.popleft()
+        while mins and mins[0][0] <= n:
+            mins.popleft()
+
+    def oldest(self) -> int | None:
+        return self.mins[0][1] if self.mins else None
+
+    def __len__(self) -> int:
+        return len(self.items)
 
 
 def key_for(partition: int, partitions: int, prefix: bytes = MARKER_PREFIX) -> bytes:

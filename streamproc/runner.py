@@ -78,7 +78,8 @@ class Runner:
         kw = dict(client_kwargs or {})
         self.topics = {settings.topic(n): n for n in INPUT_TOPICS}
         self.topics[f"{settings.app_id}-order-items"] = ORDER_ITEMS
-        self.topics[f"{settings.app_id}-customer-events"] = CUSTOMER_EVENTS
+        if settings.customers:
+            self.topics[f"{settings.app_id}-customer-events"] = CUSTOMER_EVENTS
         self.outputs = {n: settings.topic(n) for n in ("alerts", "product-features", "dead-letters", "scored-reviews",
                                                        "marketing-triggers", "customer-features")}
         self.outputs[ORDER_ITEMS] = f"{settings.app_id}-order-items"

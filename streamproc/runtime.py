@@ -34,7 +34,7 @@ from .customer_state import CustomerConfig
 from .dead_letters import dead_letter
 from .demand import DemandEngine, Output, Unit
 from .events import MAX_UNIT_PRICE, Click, DecodeError, Order, OrderItem, Review, decoder_for
-from .fronts import WAIT, Fronts
+from .fronts import WAIT, Fronts, InFlight
 from .logs import alert_fields
 from .metrics import Metrics
 from .sentiment import Scorer, Sentiment
@@ -83,7 +83,7 @@ class Runtime:
         self.recent_alerts: deque[dict[str, Any]] = deque(maxlen=500)
         self.partitions = settings.partitions
         self.ready = False
-        self.in_flight: dict[int, deque[tuple[int, int]]] = {}
+        self.in_flight: dict[int, InFlight] = {}
         """(sequence number, event time) of the order lines this worker forwarded to each of its own units
         and has not read back yet, oldest first."""
         self.parked: dict[int, Unit] = {}
@@ -267,8 +267,7 @@ class Runtime:
         except (orjson.JSONDecodeError, AttributeError):
             return
         if mine and type(n) is int:
-            while pending and pending[0][0] <= n:
-                pending.popleft()
+            pending.read_back(n)
 
     async def _publish_scored(self, ev: Review, s: Sentiment) -> None:
         value = orjson.dumps({"review_id": ev.review_id, "product_id": ev.product_id, "ts": ev.ts_ms, "lang": ev.lang,
@@ -302,7 +301,7 @@ class Runtime:
                                       "category": item.category, "source": stream, "seq": seq,
                                       "w": self.instance, "n": n})
                 if self.assigned is None or home in self.assigned:  # elsewhere: the front markers cover it
-                    self.in_flight.setdefault(home, deque()).append((n, order.ts_ms))
+                    self.in_flight.setdefault(home, InFlight()).append(n, order.ts_ms)
                 await self.send(ORDER_ITEMS, item.product_id.encode(), value, None)
         return err
 
@@ -324,7 +323,7 @@ class Runtime:
         lines this worker forwarded to it and has not read back, the slowest orders stream of this worker,
         and the orders fronts of the units other workers own (their markers), which may all still forward
         lines to it."""
-        holds = {unit: min(ts for _n, ts in q) for unit, q in self.in_flight.items() if q}
+        holds = {unit: ts for unit, q in self.in_flight.items() if (ts := q.oldest()) is not None}
         front = self.engine.stream_front("orders/", self.clock.now_ms())
         if front is not None:
             for unit in self.engine.units:
@@ -351,6 +350,8 @@ class Runtime:
         fronts = {unit: self._orders_front(unit, wall) for unit in sorted(self.assigned)}
         for key, value in self.fronts.due(fronts, remote, wall):
             await self.send(ORDER_ITEMS, key, value, None)
+        if not self.settings.customers:
+            return
         spec, units = self.settings.window, self.engine.units
         customer = {unit: unit_front(u.watermark if (u := units.get(unit)) else None, spec, wall)
                     for unit in sorted(self.assigned)}
@@ -410,6 +411,8 @@ class Runtime:
     # -- customers (customer_runtime.py) --------------------------------------------------------
 
     async def _forward_customer(self, ev: Click | Order, stream: str, offset: int) -> None:
+        if not self.settings.customers:
+            return
         home = self.customers.unit_of(ev.user_id) if ev.user_id else -1
         kv = self.customers.forward(ev, track=self.assigned is None or home in self.assigned, src=stream,
                                     offset=offset)
@@ -443,6 +446,8 @@ class Runtime:
     async def _tick_customers(self, product_outputs: list[Output]) -> None:
         """Feed the product alerts to the customer engines (this worker's in process, the others' as alert
         records, before the front markers that pass their time), advance them, publish triggers and features."""
+        if not self.settings.customers:
+            return
         remote = self._remote()
         for out in product_outputs:
             if out.kind != "features" and out.value.get("labels", {}).get("alertname") == "demand_surge":

@@ -60,6 +60,7 @@ _INT_VARS = {
     "STREAMPROC_SENTIMENT_THREADS": ("sentiment_threads", 1, 256),
     # Customer features and marketing triggers (docs/customers.md).
     "STREAMPROC_CART_ABANDON_MS": ("cart_abandon_ms", 60_000, 30 * 86_400_000),
+    "STREAMPROC_CUSTOMERS": ("customers", 0, 1),
     "STREAMPROC_CUSTOMER_RETENTION_MS": ("customer_retention_ms", 86_400_000, 3_650 * 86_400_000),
 }
 _WINDOW_VARS = {
@@ -157,6 +158,8 @@ class Settings:
     (they catch up, with the same outputs, when touched or a few buckets later)."""
     """Ids remembered for the duplicate check, per worker (the oldest are forgotten first)."""
     cart_abandon_ms: int = 3_600_000
+    customers: int = 1
+    """1: customer features and marketing triggers (docs/customers.md); 0: the product side only."""
     """``cart_abandoned`` when no order follows a carting session's last click within this much event time."""
     customer_retention_ms: int = 90 * 86_400_000
     """A customer inactive this long (event time) is forgotten; erasure markers are kept this long."""

@@ -89,7 +89,10 @@ class ParkedFiles:
         from rocksdict import Options, Rdict
 
         self.directory.mkdir(parents=True, exist_ok=True)
-        return _ParkedMap(Rdict(str(self.directory / f"unit-{unit}-{next(self._n)}.db"), options=Options(raw_mode=True)))
+        options = Options(raw_mode=True)
+        options.set_write_buffer_size(8 << 20)  # scratch: small memtables, the point is to keep memory low
+        options.set_max_write_buffer_number(2)
+        return _ParkedMap(Rdict(str(self.directory / f"unit-{unit}-{next(self._n)}.db"), options=options))
 
 
 class _ParkedMap(MutableMapping[str, bytes]):

@@ -107,3 +107,17 @@ async def test_a_worker_does_not_close_buckets_another_worker_may_still_forward_
     await b.on_records(ORDER_ITEMS, [Record(ORDER_ITEMS, 2, 9, pid.encode(), line)])
     assert not [s for s in sent if s[0] == "dead-letters"]  # a line the other worker forwards late counts
     assert b.engine.index[pid].open  # still open: counted into its bucket
+
+
+def test_in_flight_knows_its_oldest_event_time_as_records_come_back() -> None:
+    from streamproc.fronts import InFlight
+
+    q = InFlight()
+    sent = [(0, 50), (1, 30), (2, 40), (3, 10), (4, 60), (5, 20)]
+    for n, ts in sent:
+        q.append(n, ts)
+    assert q.oldest() == 10 and len(q) == 6
+    for n in range(6):
+        q.read_back(n)
+        rest = [ts for m, ts in sent if m > n]
+        assert q.oldest() == (min(rest) if rest else None) and len(q) == len(rest)

@@ -77,3 +77,29 @@ async def test_a_recovered_unit_sets_aside_its_newest_state() -> None:
     assert rt.reclaim(UNIT)
     assert _clicks_counted(rt) == 10
     assert not rt.reclaim(UNIT)  # taken back once
+
+
+async def test_parked_products_come_back_with_their_unit() -> None:
+    rt = _runtime()
+    rt.assigned = None  # one worker owning every unit: no other worker's fronts to wait for
+    pids = [f"Q{i}" for i in range(400) if partition_for(f"Q{i}", 4) == UNIT]
+    for i, pid in enumerate(pids):  # one click each, then 20 minutes of another product's clicks
+        ev = orjson.dumps({"event_id": f"q{i}", "ts": T0 + i, "user_id": "u", "product_id": pid})
+        await rt.on_records("clicks", [Record("clicks", UNIT, i, pid.encode(), ev)])
+    await _clicks(rt, 0)
+    clock = _pid()
+    for m in range(1, 21):
+        off = len(pids) + m
+        ev = orjson.dumps({"event_id": f"c{m}", "ts": T0 + m * 60_000, "user_id": "u", "product_id": clock})
+        await rt.on_records("clicks", [Record("clicks", UNIT, off, clock.encode(), ev)])
+        rt.clock.advance(60_000)  # type: ignore[attr-defined]
+        await rt.tick()
+    assert rt.engine.parked_count() == len(pids)
+    tracked = rt.engine.product_count()
+    rt.revoke(UNIT)
+    assert rt.engine.product_count() == 0
+    assert rt.reclaim(UNIT)
+    assert rt.engine.product_count() == tracked and rt.engine.parked_count() == len(pids)
+    snap = orjson.loads(rt.engine.snapshot(pids[0]) or b"{}")
+    assert snap["applied"] == {"clicks/2": 0}
+    assert rt.engine.peek(pids[0]).features["features"]["clicks_24h"] == 1  # type: ignore[union-attr]
