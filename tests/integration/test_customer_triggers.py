@@ -126,7 +126,7 @@ def _triggers(broker: str, env: dict[str, str], g: Generated) -> list[dict[str, 
         return len(seen) >= want
 
     return values(asyncio.run(read_topic(broker, env["STREAMPROC_TOPIC_MARKETING_TRIGGERS"], until=complete,
-                                         timeout_s=120, idle_s=2.0)))
+                                         timeout_s=120, idle_s=1.0)))
 
 
 def _check(broker: str, env: dict[str, str], g: Generated, *, copies_allowed: bool = False) -> dict[str, int]:
