@@ -43,7 +43,7 @@ from .support import Worker, isolated_env, launch_worker, read_topic, values, wa
 
 pytestmark = pytest.mark.integration
 
-CUSTOMERS = int(os.environ.get("STREAMPROC_TEST_CUSTOMERS", "2000"))
+CUSTOMERS = int(os.environ.get("STREAMPROC_TEST_CUSTOMERS", "5000"))
 SEED = 16
 PRODUCTS = int(os.environ.get("STREAMPROC_TEST_PRODUCTS", "120"))
 DAYS = int(os.environ.get("STREAMPROC_TEST_DAYS", "30"))
