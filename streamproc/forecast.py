@@ -1,29 +1,43 @@
 """Demand forecast per product: pure Python, no I/O, no clock; O(1) per product per bucket.
 
 Separate from the detector's expectation, which is deliberately slow and robust (right for testing
-"is this bucket unusual", wrong for "how much will sell next"). The forecast is
+"is this bucket unusual", wrong for "how much will sell next"). With ``z = x / s`` the last bucket's
+deseasonalised count, the forecast of the bucket ``i`` ahead (``i = 0``: the next one) is
 
-    next buckets = level * season(t)
+    i = 0:   (level_next + w * (z - level_next)) * season        w = weight_up or weight_down, learnt
+    i >= 1:  (level + phi**(i + 1) * (z - level)) * season       phi: AR(1) of the residuals
 
-* ``season(t)`` is the detector's hierarchical hour-of-week / hour-of-day / flat factor
+* ``season`` is the detector's hierarchical hour-of-week / hour-of-day / flat factor
   (:func:`streamproc.detectors.season`): long memory, shared, so it costs no state here.
-* ``level`` is a fast exponentially weighted mean of deseasonalised counts (half-life
-  ``level_halflife_ms``), with observations winsorised tightly (``clip_sd`` standard deviations), so it
-  follows the median rather than the mean and a one-bucket spike barely moves the next hour's forecast;
-  while the detector has an incident open the clip widens (``shift_clip_sd``) so the level follows a
-  real surge or drop within a few buckets.
-* **Persistence**: what is left over (``x - level * season``, relative to the season) follows an
-  AR(1) whose coefficient ``phi`` is an exponentially weighted regression of each residual on the one
-  before (clamped to [0, 0.95]); the forecast adds ``phi**i`` of the last residual to bucket ``i``, so a
-  burst that has just started is carried into the next buckets and fades.
+* **Two levels**, exponentially weighted means of deseasonalised counts winsorised tightly (``clip_sd``
+  standard deviations, so they follow the median rather than the mean and a one-bucket spike barely moves
+  them; while the detector has an incident open the clip widens to ``shift_clip_sd`` so they follow a real
+  surge or drop): ``level`` for the hour (half-life ``level_halflife_ms``, 30 min) and ``level_next`` for
+  the next bucket (``next_halflife_ms``, 1 h: slower, because the last value brings in the recent past).
+* **The next bucket leans on the last value** by a weight learnt online, one after a bucket above
+  ``level_next`` and one after a bucket below: sign-sign descent of the absolute error (after each bucket
+  the weight moves towards the last value if following it further would have helped, away otherwise, by
+  ``blend_step`` times the residual in standard deviations, at most ``blend_cap``), so each settles where
+  the errors are balanced, the median, which is what absolute error rewards. On Twitter volumes the weight
+  after a rise settles lower than after a fall: lone spikes are common, lone dips are not.
+* **Sparse products** (below about ``sparse_units`` units a bucket) have their weights shrunk by
+  ``mu / (mu + sparse_units)`` and their hour level slowed towards the next bucket's as much: a count of 0
+  or 1 says little about a rate below one a bucket, and the median forecast of such a product (0) would
+  not be an expectation (twelve next-5-minute forecasts should add up to about the next hour's).
+* **Persistence over the hour**: the residual from ``level`` follows an AR(1) whose ``phi`` is an
+  exponentially weighted regression of each residual on the one before (clamped to [0, 0.95]), so a burst
+  that has just started is carried into the next buckets and fades (closed-form sums, one seasonal factor
+  per hour of the horizon).
 * **80% interval**: counts are negative binomial around the forecast with the forecaster's own
   overdispersion (an exponentially weighted ratio of ``(x - mu)**2 - mu`` to ``mu**2``), so a sum of
   ``h`` buckets has variance ``h*mu + alpha*(h*mu)**2`` (the level error is shared by all buckets of
-  the horizon). The half-width ``z * sqrt(var)`` is scaled by a factor per horizon that is calibrated
-  online to miss 20% of outcomes (a quantile tracker: after a miss it grows, after a hit it shrinks),
-  checked every bucket for the next bucket and once an hour for the next hour.
+  the horizon; ``mu`` at least the hour's level). The half-width ``z * sqrt(var)`` is scaled by a factor
+  per horizon that is calibrated online to miss 20% of outcomes (a quantile tracker: after a miss it
+  grows, after a hit it shrinks), checked every bucket for the next bucket (the interval is recomputed
+  from the forecast issued) and once an hour for the next hour.
 
-State: 16 numbers (:class:`ForecastState`, slotted): about 650 bytes in memory, up to about 430 in a JSON snapshot.
+State: 16 numbers (:class:`ForecastState`, slotted): about 550 bytes in memory (the object and its number
+objects), up to about 450 in a JSON snapshot.
 """
 
 from __future__ import annotations
@@ -41,15 +55,28 @@ Z80 = 1.2815515655446004  # standard normal quantile of 0.9: a central 80% inter
 
 @dataclass(frozen=True)
 class ForecastConfig:
-    """Forecaster settings (chosen on the NAB Twitter series by ``benchmarks/forecast_eval.py``)."""
+    """Forecaster settings (the ``next_*`` and ``blend_step`` ones chosen by leave-one-series-out on the NAB
+    Twitter series: ``benchmarks/forecast_eval.py --loo``)."""
 
     level_halflife_ms: int = 30 * 60_000
-    """Memory of the fast level."""
+    """Memory of the hour's level."""
     clip_sd: float = 0.5
     """Observations are clipped to forecast +/- this many standard deviations before updating the level:
     a tight clip makes the level track the median, which is what minimises absolute error on bursty counts."""
     shift_clip_sd: float = 4.0
-    """The clip while the detector has an incident open (a surge or drop): the level then follows the change."""
+    """The clip while the detector has an incident open (a surge or drop): the levels then follow the change."""
+    next_halflife_ms: int = 3_600_000
+    """Memory of the next bucket's level (slower than the hour's: the last value supplies the recent past)."""
+    next_clip_sd: float = 0.5
+    """Clip of the next bucket's level (as ``clip_sd``)."""
+    blend_step: float = 0.03
+    """Step of the online weights of the last value in the next-bucket forecast (sign-sign descent)."""
+    blend_cap: float = 3.0
+    """The step is ``blend_step`` times the last residual in standard deviations, at most this many."""
+    sparse_units: float = 1.0
+    """Expected units per bucket at which a product counts as half sparse: the weights of its last value are
+    shrunk by ``mu / (mu + sparse_units)`` and its hour's level slows towards the next bucket's by as much
+    (a count of 0 or 1 says little about a rate below one a bucket)."""
     dispersion_halflife_ms: int = 2 * 86_400_000
     """Memory of the overdispersion estimate."""
     coverage: float = 0.8
@@ -63,31 +90,34 @@ class ForecastState:
     """What the forecaster remembers about one series."""
 
     level: float = -1.0
-    """Deseasonalised count per bucket; -1 before the first bucket."""
+    """Deseasonalised count per bucket (the hour's level); -1 before the first bucket."""
+    level_next: float = -1.0
+    """Deseasonalised count per bucket (the next bucket's level); -1: not started (copied from ``level``)."""
+    weight_up: float = -1.0
+    """Weight of the last residual in the next-bucket forecast after a bucket above ``level_next``;
+    -1: not learnt yet (phi until then)."""
+    weight_down: float = -1.0
+    """The same after a bucket below it."""
     disp_num: float = 0.0
     disp_den: float = 0.0
     scale_next: float = 1.0
     """Calibrated multiplier of the next-bucket interval's half-width."""
     scale_hour: float = 1.0
     """Calibrated multiplier of the next-hour interval's half-width."""
-    prev_low: float = -1.0
-    """Interval issued for the bucket now closing (-1: none yet)."""
-    prev_high: float = -1.0
+    prev_mu: float = -1.0
+    """Forecast issued for the bucket now closing (-1: none yet); its interval is recomputed to check it."""
     hour_start_ms: int = -1
     """Start of the hour whose issued interval is being checked (-1: none)."""
     hour_low: float = 0.0
     hour_high: float = 0.0
     hour_sum: float = 0.0
     """Units seen so far in that hour."""
-    hour_seen: int = 0
-    """Buckets seen so far in that hour."""
     resid: float = 0.0
-    """Last deseasonalised residual (units per bucket at season 1)."""
+    """Last deseasonalised count minus ``level_next`` (units per bucket at season 1)."""
     ar_num: float = 0.0
-    """Exponentially weighted sum of residual * previous residual."""
+    """Exponentially weighted sum of residual * previous residual (residuals from ``level``)."""
     ar_den: float = 0.0
     """Exponentially weighted sum of previous residual squared; phi = ar_num / ar_den."""
-    steps: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in _STATE_FIELDS}
@@ -99,6 +129,7 @@ class ForecastState:
 
 
 _STATE_FIELDS = tuple(f.name for f in fields(ForecastState))
+DEFAULT = ForecastConfig()
 
 
 @dataclass(frozen=True)
@@ -115,13 +146,16 @@ def _decay(step_ms: int, halflife_ms: float) -> float:
 
 
 def _alpha(state: ForecastState) -> float:
-    prior_w = state.disp_den / max(state.steps, 1)  # one bucket's worth of a 0.1 prior
-    a = (state.disp_num + 0.1 * prior_w) / (state.disp_den + prior_w) if state.disp_den > 0 else 0.1
+    if state.disp_den <= 0:
+        return 0.1
+    prior_w = state.level * state.level  # one bucket's worth of a 0.1 prior
+    a = (state.disp_num + 0.1 * prior_w) / (state.disp_den + prior_w)
     return min(max(a, 0.0), 25.0)
 
 
-def _interval(total: float, buckets: int, alpha: float, scale: float) -> tuple[float, float]:
-    half = Z80 * scale * math.sqrt(total + alpha * total * total)
+def _interval(total: float, spread: float, alpha: float, scale: float) -> tuple[float, float]:
+    """Around ``total``, as wide as negative binomial counts of mean ``spread`` vary, times ``scale``."""
+    half = Z80 * scale * math.sqrt(spread + alpha * spread * spread)
     return max(total - half, 0.0), total + half
 
 
@@ -131,73 +165,119 @@ def _calibrate(scale: float, hit: bool, cfg: ForecastConfig) -> float:
     return min(max(scale * math.exp(-step), 0.05), 20.0)
 
 
+def _phi(state: ForecastState) -> float:
+    return min(max(state.ar_num / state.ar_den, 0.0), 0.95) if state.ar_den > 0 else 0.0
+
+
+def _next(state: ForecastState, phi: float, cfg: ForecastConfig) -> float:
+    """Deseasonalised forecast of the next bucket: ``level_next`` plus a learnt share of the last residual."""
+    level = state.level_next if state.level_next >= 0 else state.level  # a snapshot from before it had one
+    w = state.weight_down if state.resid < 0 else state.weight_up
+    if w < 0:
+        w = phi
+    w *= level / (level + cfg.sparse_units) if cfg.sparse_units else 1.0
+    return max(level + w * state.resid, 0.0)
+
+
+def _clipped(x: float, level: float, s: float, alpha: float, clip: float) -> float:
+    mu = max(level * s, 1e-3)
+    sd = math.sqrt(mu * (1.0 + alpha * mu))
+    return min(max(x, mu - clip * sd), mu + clip * sd + 1.0)
+
+
+def _learn(state: ForecastState, x: float, s: float, alpha: float, cfg: ForecastConfig) -> None:
+    """Sign-sign descent of the last forecast's absolute error in the weight it used: towards the last
+    value when following it further would have helped, away otherwise; steps in proportion to the residual."""
+    if state.resid == 0.0 or x == state.prev_mu:
+        return
+    up = state.resid > 0
+    w = state.weight_up if up else state.weight_down
+    if w < 0:
+        w = _phi(state)
+    mu = max(state.level_next * s, 1e-3)
+    step = cfg.blend_step * min(abs(state.resid) * s / math.sqrt(mu * (1.0 + alpha * mu)), cfg.blend_cap)
+    w = min(max(w + (step if (x > state.prev_mu) == up else -step), 0.0), 1.0)
+    if up:
+        state.weight_up = w
+    else:
+        state.weight_down = w
+
+
 def update(state: ForecastState, value: float, ts_ms: int, step_ms: int, det: detectors.DetectorState,
            det_cfg: detectors.DetectorConfig, cfg: ForecastConfig) -> None:
     """Consume the count of the bucket starting at ``ts_ms``; ``det`` supplies the seasonal profile."""
     x = max(float(value), 0.0)
     s = max(detectors.season(det, ts_ms, step_ms, det_cfg), 0.05)
     alpha = _alpha(state)
-    # check the intervals issued earlier against what happened
-    if state.prev_high >= 0:
-        state.scale_next = _calibrate(state.scale_next, state.prev_low <= x <= state.prev_high, cfg)
+    # check the forecasts issued for this bucket and, at its end, for the hour against what happened
+    if state.prev_mu >= 0:
+        low, high = _interval(state.prev_mu, max(state.prev_mu, s * state.level), alpha, state.scale_next)
+        state.scale_next = _calibrate(state.scale_next, low <= x <= high, cfg)
+        _learn(state, x, s, alpha, cfg)
     if state.hour_start_ms >= 0 and ts_ms >= state.hour_start_ms:
         state.hour_sum += x
-        state.hour_seen += 1
         if ts_ms + step_ms >= state.hour_start_ms + detectors.HOUR_MS:
             hit = state.hour_low <= state.hour_sum <= state.hour_high
             state.scale_hour = _calibrate(state.scale_hour, hit, cfg)
             state.hour_start_ms = -1
+    z = x / s
     if state.level < 0:
-        state.level = x / s
+        state.level = state.level_next = z
     else:
+        if state.level_next < 0:  # a snapshot from before the next bucket's level
+            state.level_next = state.level
+        r_prev = state.resid + state.level_next - state.level  # the last residual from the hour's level
         mu = max(state.level * s, 1e-3)
-        sd = math.sqrt(mu * (1.0 + alpha * mu))
-        clip = cfg.clip_sd if det.firing is None else cfg.shift_clip_sd
-        xc = min(max(x, mu - clip * sd), mu + clip * sd + 1.0)
-        a = 1.0 - _decay(step_ms, cfg.level_halflife_ms)
-        state.level += a * (xc / s - state.level)
         d = _decay(step_ms, cfg.dispersion_halflife_ms)
-        r = x / s - state.level
-        state.ar_num = d * state.ar_num + r * state.resid
-        state.ar_den = d * state.ar_den + state.resid * state.resid
-        state.resid = r
         state.disp_num = d * state.disp_num + (x - mu) ** 2 - mu
         state.disp_den = d * state.disp_den + mu * mu
-    state.steps += 1
-    nxt = predict(state, 1, ts_ms + step_ms, step_ms, det, det_cfg)
-    state.prev_low, state.prev_high = nxt.low, nxt.high
+        shift = det.firing is not None
+        a_hour, a_next = 1.0 - _decay(step_ms, cfg.level_halflife_ms), 1.0 - _decay(step_ms, cfg.next_halflife_ms)
+        if cfg.sparse_units:  # a sparse product's hour level is as slow as its next bucket's
+            g = mu / (mu + cfg.sparse_units)
+            a_hour = g * a_hour + (1.0 - g) * a_next
+        xc = _clipped(x, state.level, s, alpha, cfg.shift_clip_sd if shift else cfg.clip_sd)
+        state.level += a_hour * (xc / s - state.level)
+        xc = _clipped(x, state.level_next, s, alpha, cfg.shift_clip_sd if shift else cfg.next_clip_sd)
+        state.level_next += a_next * (xc / s - state.level_next)
+        r = z - state.level
+        state.ar_num = d * state.ar_num + r * r_prev
+        state.ar_den = d * state.ar_den + r_prev * r_prev
+    state.resid = z - state.level_next
+    state.prev_mu = predict(state, 1, ts_ms + step_ms, step_ms, det, det_cfg, cfg=cfg).expected
     if state.hour_start_ms < 0:  # issue the next hour's interval to be checked
         h = predict(state, max(1, round(detectors.HOUR_MS / step_ms)), ts_ms + step_ms, step_ms, det, det_cfg,
-                    hour=True)
+                    hour=True, cfg=cfg)
         state.hour_start_ms, state.hour_low, state.hour_high = ts_ms + step_ms, h.low, h.high
-        state.hour_sum, state.hour_seen = 0.0, 0
+        state.hour_sum = 0.0
 
 
 def predict(state: ForecastState, horizon_steps: int, ts_ms: int, step_ms: int, det: detectors.DetectorState,
-            det_cfg: detectors.DetectorConfig, *, hour: bool | None = None) -> Forecast:
+            det_cfg: detectors.DetectorConfig, *, hour: bool | None = None, cfg: ForecastConfig = DEFAULT) -> Forecast:
     """Forecast of the total over the ``horizon_steps`` buckets starting at ``ts_ms``. The interval uses
     the next-hour calibration when the horizon is an hour or longer (or ``hour`` says so)."""
     if state.level < 0 or horizon_steps <= 0:
         return Forecast(0.0, 0.0, 0.0)
-    phi = min(max(state.ar_num / state.ar_den, 0.0), 0.95) if state.ar_den > 0 else 0.0
-    total, carry, level = 0.0, state.resid, state.level
+    phi = _phi(state)
+    level = max(state.level, 0.0)
+    s = detectors.season(det, ts_ms, step_ms, det_cfg)
+    total, base = s * _next(state, phi, cfg), s * level  # the first bucket; base: all at the level (the spread)
+    # bucket i >= 1: level + phi**(i + 1) * r, r the last residual from the level (a snapshot from before the
+    # next bucket's level stored that one)
+    r = state.resid + state.level_next - state.level if state.level_next >= 0 else state.resid
     hour_ms = detectors.HOUR_MS
-    i = 0
+    i = 1
     while i < horizon_steps:  # the seasonal factor is per hour: one evaluation per hour of the horizon
         t = ts_ms + i * step_ms
-        s = detectors.season(det, t, step_ms, det_cfg)
+        if t // hour_ms != (t - step_ms) // hour_ms:
+            s = detectors.season(det, t, step_ms, det_cfg)
         n = min(-((t - (t // hour_ms + 1) * hour_ms) // step_ms), horizon_steps - i)  # buckets left in t's hour
+        geo = phi ** (i + 1) * (1.0 - phi ** n) / (1.0 - phi)  # sum of phi**j, j in (i, i + n]
+        total += s * max(n * level + r * geo, 0.0)
+        base += s * n * level
         i += n
-        if phi == 0.0:  # the carry is (signed) zero from the first bucket on: every term is the same
-            term = max(level, 0.0) * s
-            for _ in range(n):
-                total += term
-        else:
-            for _ in range(n):
-                carry *= phi
-                total += max(level + carry, 0.0) * s
     long = hour if hour is not None else horizon_steps * step_ms >= detectors.HOUR_MS
-    low, high = _interval(total, horizon_steps, _alpha(state), state.scale_hour if long else state.scale_next)
+    low, high = _interval(total, max(total, base), _alpha(state), state.scale_hour if long else state.scale_next)
     return Forecast(total, low, high)
 
 

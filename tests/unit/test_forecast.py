@@ -104,3 +104,32 @@ def test_next_bucket_interval_is_calibrated_on_its_own_horizon() -> None:
     hi = np.array([o.high for o in out[after]])
     assert 0.75 <= ((lo <= nxt) & (nxt <= hi)).mean() <= 0.85
     assert 0.5 < fc.scale_next < 2.0
+
+
+def test_next_bucket_leans_on_the_last_value_only_where_that_pays() -> None:
+    # lone spikes (one bucket at 5x, every 10 buckets) vs jumps that last (a new rate every 6 buckets)
+    rng = np.random.default_rng(9)
+    n = 4 * 288
+    spiky = rng.poisson(20, n).astype(float)
+    spiky[5::10] *= 5
+    lasting = rng.poisson(np.repeat(rng.uniform(10, 60, n // 6 + 1), 6)[:n]).astype(float)
+    _, _, after_spikes = feed(spiky)
+    _, _, after_jumps = feed(lasting)
+    # the forecast made right after a spike stays near the usual 20 (the level is not dragged either)
+    assert np.median([after_spikes[i].expected for i in range(3 * 288 + 5, n, 10)]) < 30
+    # where a new rate lasts, the forecast right after a jump is most of the way to it
+    i = [k for k in range(3 * 288, n - 1, 6) if abs(lasting[k] - lasting[k - 1]) > 20]
+    gap = np.array([abs(after_jumps[k].expected - lasting[k + 1]) for k in i])
+    stay = np.array([abs(after_jumps[k - 1].expected - lasting[k + 1]) for k in i])
+    assert np.median(gap) < 0.6 * np.median(stay)
+
+
+def test_a_snapshot_of_the_previous_forecaster_restores_and_forecasts() -> None:
+    old = {"level": 8.0, "disp_num": 1.0, "disp_den": 50.0, "scale_next": 1.1, "scale_hour": 0.9, "prev_low": 4.0,
+           "prev_high": 12.0, "hour_start_ms": -1, "hour_low": 0.0, "hour_high": 0.0, "hour_sum": 0.0,
+           "hour_seen": 0, "resid": 0.0, "ar_num": 0.0, "ar_den": 0.0, "steps": 500}
+    det, fc = detectors.new_state(DET), forecast.ForecastState.from_dict(old)
+    f5, f1 = forecast.units_ahead(fc, det, T0_MS, STEP_MS, DET)
+    assert f5.expected == pytest.approx(8.0) and f1.expected == pytest.approx(96.0)
+    _, _, out = feed(np.full(12, 8.0), det=det, fc=fc)
+    assert all(o.expected == pytest.approx(8.0, rel=0.2) for o in out)
