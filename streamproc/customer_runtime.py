@@ -6,7 +6,25 @@ place. So the runtime forwards a compact copy of every valid click and order (ad
 not dead-lettered, with a ``user_id``) to the internal topic ``<app id>-customer-events``, keyed by
 ``user_id``. Partition *p* of that topic is read by the owner of unit *p* (range assignor, like every
 input topic) and feeds that unit's own engine, with the record's offset as its sequence number: a
-record read again after a crash is a no-op.
+record read again after a crash is a no-op. Each copy also names the input stream and offset it was read
+from (``src``, ``o``), kept per customer: a copy forwarded again after the forwarding worker crashed (its
+input read again from the committed offset) is a no-op too.
+
+Time across the workers of a group (the same scheme as the order lines' fronts.py): a customer unit may
+only pass event time *t* once no product unit can still forward it a record (or a product alert) older
+than *t*. Its own worker's product units are known from memory (:func:`products_final`, and the copies
+forwarded and not read back); each other worker writes, per unit it owns, a *customer front marker*
+(key prefix :data:`FRONT_PREFIX`) to the customer-events partitions it does not own: the event time
+before which that unit will forward nothing more (:func:`unit_front`). A marker is written after the
+copies it covers, by the same producer, to the same partition, so it is read after them; a unit waits
+for a marker from every unit owned elsewhere.
+
+Product alerts: ``demand_surge`` alerts go to the customer engines of the worker that raised them in
+process, and to every customer-events partition owned elsewhere as an *alert record* (key prefix
+:data:`ALERT_PREFIX`), written before the marker whose front passes the alert's window end: so every
+customer unit receives every surge before its watermark passes the surge's time, whichever worker
+detected it. An alert read again (after a crash) whose time the watermark has passed was applied already
+and is ignored.
 
 Outputs: triggers to ``marketing-triggers`` and features to the compacted ``customer-features`` (key
 ``user_id``; a tombstone when a customer is erased or expires). State: per unit, the changed customers'
@@ -26,29 +44,49 @@ from .admission import partition_for
 from .customer_state import CustomerConfig
 from .customers import CustomerEngine, Output
 from .events import MAX_UNIT_PRICE, Click, DecodeError, Order, OrderItem
-from .fronts import InFlight
+from .fronts import WAIT, Fronts, InFlight, key_for
 from .windows import UnitWatermark, WindowSpec
 
-__all__ = ["CUSTOMER_EVENTS", "SHARED_KEY", "Customers", "encode_click", "encode_order", "decode_customer_event",
-           "products_final"]
+__all__ = ["CUSTOMER_EVENTS", "SHARED_KEY", "FRONT_PREFIX", "ALERT_PREFIX", "Customers", "encode_click",
+           "encode_order", "encode_alert", "decode_customer_event", "products_final", "unit_front"]
 
 CUSTOMER_EVENTS = "customer-events"
 SHARED_KEY = b"\x00shared"
 """Changelog key of a unit's engine-wide state (user ids never start with NUL)."""
+FRONT_PREFIX = b"\x00cfront/"
+"""Key prefix of the customer front markers on customer-events."""
+ALERT_PREFIX = b"\x00alert/"
+"""Key prefix of the product alerts broadcast on customer-events."""
 
 SendFn = Callable[[str, bytes | None, bytes | None, Any], Awaitable[None]]
 
 
-def encode_click(ev: Click, w: str, n: int) -> bytes:
-    """The compact customer-events copy of a click; ``w``/``n``: the forwarding runtime and its count."""
+def encode_click(ev: Click, w: str, n: int, src: str | None = None, o: int | None = None) -> bytes:
+    """The compact customer-events copy of a click; ``w``/``n``: the forwarding runtime and its count;
+    ``src``/``o``: the input stream and offset it was read from."""
     return orjson.dumps({"k": "c", "ts": ev.ts_ms, "u": ev.user_id, "id": ev.event_id, "p": ev.product_id,
-                         "c": ev.category, "a": ev.action, "s": ev.session_id, "w": w, "n": n})
+                         "c": ev.category, "a": ev.action, "s": ev.session_id, "w": w, "n": n, "src": src, "o": o})
 
 
-def encode_order(ev: Order, w: str, n: int) -> bytes:
+def encode_order(ev: Order, w: str, n: int, src: str | None = None, o: int | None = None) -> bytes:
     return orjson.dumps({"k": "o", "ts": ev.ts_ms, "u": ev.user_id, "id": ev.order_id,
                          "i": [[it.product_id, it.quantity, it.unit_price, it.category] for it in ev.items],
-                         "w": w, "n": n})
+                         "w": w, "n": n, "src": src, "o": o})
+
+
+def encode_alert(alert: dict[str, Any]) -> bytes:
+    """The customer-events copy of a product alert (an alert record, keyed with :data:`ALERT_PREFIX`)."""
+    return orjson.dumps({"k": "a", "alert": alert})
+
+
+def _source(raw: bytes | None) -> tuple[str, int] | None:
+    """(input stream, offset) a customer-events copy was read from; None for copies without one."""
+    try:
+        d = orjson.loads(raw or b"")
+        src, o = d.get("src"), d.get("o")
+    except (orjson.JSONDecodeError, AttributeError):
+        return None
+    return (src, o) if type(src) is str and type(o) is int else None
 
 
 def _opt_str(v: Any) -> bool:
@@ -97,6 +135,19 @@ def products_final(units: Iterable[UnitWatermark], spec: WindowSpec, wall_ms: in
     return final
 
 
+def unit_front(unit: UnitWatermark | None, spec: WindowSpec, wall_ms: int) -> int | None:
+    """The front a worker publishes for one of its product units: the event time before which the unit
+    will forward no more customer events (or alerts), as :func:`products_final` for that unit alone;
+    ``WAIT`` while it knows nothing yet and a stream is active, None while it knows nothing and is idle."""
+    if unit is None:
+        return None
+    wm = unit.watermark_ms
+    if wm is None:
+        active = any(wall_ms - c.last_seen_wall_ms < spec.idle_timeout_ms for c in unit.streams.values())
+        return WAIT if active else None
+    return spec.last_final_start(wm) + spec.bucket_ms
+
+
 class Customers:
     """One :class:`CustomerEngine` per unit of this worker, their in-flight records and checkpoint data."""
 
@@ -114,6 +165,9 @@ class Customers:
         self.held: set[int] = set()
         """Units whose customer-events partition still has records from before the assignment to read (the
         runner keeps this): their customer watermark waits."""
+        self.fronts = Fronts(partitions, FRONT_PREFIX)
+        """Customer front markers read from the other workers, and the ones this worker sent."""
+        self.alert_keys = [key_for(p, partitions, ALERT_PREFIX) for p in range(partitions)]
         self._n = itertools.count()
 
     def engine(self, unit: int) -> CustomerEngine:
@@ -127,13 +181,18 @@ class Customers:
 
     # -- forwarding ----------------------------------------------------------------------------
 
-    def forward(self, ev: Click | Order, *, track: bool) -> tuple[bytes, bytes] | None:
+    def forward(self, ev: Click | Order, *, track: bool, src: str | None = None,
+                offset: int | None = None) -> tuple[bytes, bytes] | None:
         """(key, value) of the customer-events copy of ``ev``; None without a user. ``track``: the target
-        partition is this worker's (or every one is): hold its watermark until the copy is read back."""
+        partition is this worker's (or every one is): hold its watermark until the copy is read back.
+        ``src``/``offset``: where ``ev`` was read (a copy forwarded again after a crash is then a no-op)."""
         if not ev.user_id:
             return None
         n = next(self._n)
-        value = encode_click(ev, self.instance, n) if type(ev) is Click else encode_order(ev, self.instance, n)  # type: ignore[arg-type]
+        if type(ev) is Click:
+            value = encode_click(ev, self.instance, n, src, offset)
+        else:
+            value = encode_order(ev, self.instance, n, src, offset)  # type: ignore[arg-type]
         if track:
             self.in_flight.setdefault(self.unit_of(ev.user_id), InFlight()).append(n, ev.ts_ms)
         return ev.user_id.encode(), value
@@ -152,22 +211,28 @@ class Customers:
 
     # -- time ----------------------------------------------------------------------------------
 
-    def watermark(self, unit: int, products_final: int | None) -> int | None:
-        """The customer watermark of ``unit``: what the product units have made final, held by this
-        worker's forwarded records still in flight to the unit."""
-        if unit in self.held:
+    def watermark(self, unit: int, products_final: int | None, remote: int | None = None) -> int | None:
+        """The customer watermark of ``unit``: what this worker's product units have made final, held by
+        this worker's forwarded records still in flight to the unit and by ``remote``, the oldest front of
+        the units owned elsewhere (``WAIT`` until each has been heard from)."""
+        if unit in self.held or remote == WAIT:
             return None
         q = self.in_flight.get(unit)
         oldest = q.oldest() if q is not None else None
-        if products_final is None or oldest is None:
-            return products_final
-        return min(products_final, oldest)
+        wm = products_final
+        if wm is not None and oldest is not None:
+            wm = min(wm, oldest)
+        if wm is not None and remote is not None:
+            wm = min(wm, remote)
+        return wm
 
-    def tick(self, products_final: int | None) -> list[Output]:
+    def tick(self, products_final: int | None, remote: Iterable[int] = ()) -> list[Output]:
+        """Advance every engine to its watermark; ``remote``: the units owned by other workers."""
+        holds = self.fronts.holds(self.engines, set(remote))
         out: list[Output] = []
         for unit in sorted(self.engines):
             eng = self.engines[unit]
-            wm = self.watermark(unit, products_final)
+            wm = self.watermark(unit, products_final, holds.get(unit))
             if wm is None or (eng.watermark_ms is not None and wm <= eng.watermark_ms and not eng.alerts):
                 continue
             out += eng.tick(wm)
@@ -178,6 +243,21 @@ class Customers:
         for unit, eng in self.engines.items():
             if eng.on_product_alert(alert):
                 self.shared_dirty.add(unit)
+
+    def receive_alert(self, unit: int, raw: bytes | None) -> DecodeError | None:
+        """An alert record read on ``unit``'s partition; ignored once the unit's watermark has passed its
+        time (read or written again after a crash: it was applied then), a DecodeError when malformed."""
+        try:
+            alert = orjson.loads(raw or b"")["alert"]
+            end = int(alert["window"]["end_ms"])
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            return DecodeError("schema", f"bad alert record ({exc}): {(raw or b'')[:200]!r}")
+        eng = self.engine(unit)
+        if eng.watermark_ms is not None and end < eng.watermark_ms:
+            return None
+        if eng.on_product_alert(alert):
+            self.shared_dirty.add(unit)
+        return None
 
     # -- state ---------------------------------------------------------------------------------
 
@@ -213,6 +293,7 @@ class Customers:
             self.parked[unit] = eng
         self.in_flight.pop(unit, None)
         self.shared_dirty.discard(unit)
+        self.fronts.forget(unit)
 
     def reclaim(self, unit: int) -> bool:
         eng = self.parked.pop(unit, None)
@@ -237,6 +318,9 @@ class Customers:
         is_click = type(ev) is Click
         if c is not None and offset <= (c.applied_click if is_click else c.applied_order):
             return None  # read again after a restart
+        source = _source(raw)
+        if source is not None and c is not None and c.sources and source[1] <= c.sources.get(source[0], -1):
+            return None  # forwarded again by a worker that read its input again after a crash
         wm = eng.watermark_ms
         if wm is not None and ev.ts_ms < wm and ev.user_id not in eng.erased:  # type: ignore[union-attr]
             return DecodeError("late", f"ts {ev.ts_ms} is behind the customer watermark {wm}")  # type: ignore[union-attr]
@@ -244,4 +328,10 @@ class Customers:
             eng.process_click(ev, offset)  # type: ignore[arg-type]
         else:
             eng.process_order(ev, offset)  # type: ignore[arg-type]
+        if source is not None:
+            c = eng.customers.get(ev.user_id)  # type: ignore[union-attr]
+            if c is not None:
+                if c.sources is None:
+                    c.sources = {}
+                c.sources[source[0]] = source[1]
         return None

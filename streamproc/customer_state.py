@@ -106,6 +106,9 @@ class CustomerState:
     """Recently bought product -> time, most recent last."""
     win_done: int | None = None
     """The last-order time whose ``win_back`` has fired (one per lapse)."""
+    sources: dict[str, int] | None = None
+    """Per input stream the worker read the record from (``clicks/3``), the offset of the last one received:
+    a copy forwarded again after the forwarding worker crashed is a no-op (customer_runtime.py)."""
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable snapshot."""

@@ -17,7 +17,9 @@ streams). Across workers it cannot, so each worker tells the others:
   another worker is still forwarding lines for, however far apart their consumers are.
 
 Markers are keyed so that Kafka's default partitioner puts each on the partition it is meant for; their
-keys start with :data:`MARKER_PREFIX`, which no product id does.
+keys start with :data:`MARKER_PREFIX`, which no product id does. The customer side uses the same class on
+``<app id>-customer-events`` with its own prefix (customer_runtime.py): there a front is the event time
+before which a unit will forward no more customer events, and the hold is that front itself.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from collections.abc import Iterable
 import orjson
 from aiokafka.partitioner import murmur2
 
-__all__ = ["Fronts", "InFlight", "MARKER_PREFIX", "WAIT", "MARKER_INTERVAL_MS", "KEEPALIVE_MS"]
+__all__ = ["Fronts", "InFlight", "MARKER_PREFIX", "WAIT", "MARKER_INTERVAL_MS", "KEEPALIVE_MS", "key_for"]
 
 MARKER_PREFIX = b"\x00front/"
 WAIT = -(2**62)
@@ -71,11 +73,11 @@ class InFlight:
         return len(self.items)
 
 
-def _marker_key(partition: int, partitions: int) -> bytes:
-    """A marker key that Kafka's default partitioner (murmur2) sends to ``partition``."""
+def key_for(partition: int, partitions: int, prefix: bytes = MARKER_PREFIX) -> bytes:
+    """A key starting with ``prefix`` that Kafka's default partitioner (murmur2) sends to ``partition``."""
     i = 0
     while True:
-        key = MARKER_PREFIX + str(i).encode()
+        key = prefix + str(i).encode()
         if (murmur2(key) & 0x7FFFFFFF) % partitions == partition:
             return key
         i += 1
@@ -84,16 +86,16 @@ def _marker_key(partition: int, partitions: int) -> bytes:
 class Fronts:
     """Front markers sent and read by one worker (see the module docstring)."""
 
-    def __init__(self, partitions: int) -> None:
+    def __init__(self, partitions: int, prefix: bytes = MARKER_PREFIX) -> None:
         self.partitions = partitions
-        self.keys = [_marker_key(p, partitions) for p in range(partitions)]
+        self.prefix = prefix
+        self.keys = [key_for(p, partitions, prefix) for p in range(partitions)]
         self.seen: dict[int, dict[int, int | None]] = {}
         """Per unit of this worker: the last front read from each other unit on its order-items partition."""
         self._sent: dict[int, tuple[int | None, int]] = {}
 
-    @staticmethod
-    def is_marker(key: bytes | None) -> bool:
-        return key is not None and key.startswith(MARKER_PREFIX)
+    def is_marker(self, key: bytes | None) -> bool:
+        return key is not None and key.startswith(self.prefix)
 
     def receive(self, partition: int, value: bytes | None) -> str | None:
         """Note a marker read on ``partition``; returns why it is malformed, if it is."""

@@ -22,7 +22,14 @@ import orjson
 
 from .admission import DUPLICATE, Admission, partition_for
 from .clock import Clock, SystemClock
-from .customer_runtime import CUSTOMER_EVENTS, Customers, products_final
+from .customer_runtime import (
+    ALERT_PREFIX,
+    CUSTOMER_EVENTS,
+    Customers,
+    encode_alert,
+    products_final,
+    unit_front,
+)
 from .customer_state import CustomerConfig
 from .dead_letters import dead_letter
 from .demand import DemandEngine, Output, Unit
@@ -208,7 +215,7 @@ class Runtime:
                 fresh = not eng.already_applied(ev.product_id, stream, rec.offset)  # type: ignore[union-attr]
                 err = eng.count_click(partition, stream, ev, wall, rec.offset)  # type: ignore[arg-type]
                 if err is None and fresh:
-                    await self._forward_customer(ev)  # type: ignore[arg-type]
+                    await self._forward_customer(ev, stream, rec.offset)  # type: ignore[arg-type]
             elif cls is DecodeError:
                 err = ev  # type: ignore[assignment]
             elif ev is DUPLICATE:
@@ -224,7 +231,7 @@ class Runtime:
                 if err is None:
                     err = await self._apply_order(partition, stream, rec.offset, ev)  # type: ignore[arg-type]
                 if err is None and fresh:
-                    await self._forward_customer(ev)  # type: ignore[arg-type]
+                    await self._forward_customer(ev, stream, rec.offset)  # type: ignore[arg-type]
             elif cls is Review:
                 sentiment = scored[n] if scored is not None else None
                 if sentiment is None and self.scorer is not None:  # not scored beforehand (e.g. a race with a replay)
@@ -334,7 +341,8 @@ class Runtime:
         return WAIT if clock.max_ts_ms is None else clock.max_ts_ms
 
     async def send_fronts(self) -> None:
-        """Front markers of this worker's units to the order-items partitions owned elsewhere (fronts.py)."""
+        """Front markers of this worker's units to the order-items and customer-events partitions owned
+        elsewhere (fronts.py, customer_runtime.py)."""
         remote = self._remote()
         if not remote or not self.assigned:
             return
@@ -342,6 +350,13 @@ class Runtime:
         fronts = {unit: self._orders_front(unit, wall) for unit in sorted(self.assigned)}
         for key, value in self.fronts.due(fronts, remote, wall):
             await self.send(ORDER_ITEMS, key, value, None)
+        if not self.settings.customers:
+            return
+        spec, units = self.settings.window, self.engine.units
+        customer = {unit: unit_front(u.watermark if (u := units.get(unit)) else None, spec, wall)
+                    for unit in sorted(self.assigned)}
+        for key, value in self.customers.fronts.due(customer, remote, wall):
+            await self.send(CUSTOMER_EVENTS, key, value, None)
 
     def watermark_report(self) -> dict[str, Any]:
         """Watermarks, their streams and holds, for ``GET /watermarks``."""
@@ -395,18 +410,32 @@ class Runtime:
 
     # -- customers (customer_runtime.py) --------------------------------------------------------
 
-    async def _forward_customer(self, ev: Click | Order) -> None:
+    async def _forward_customer(self, ev: Click | Order, stream: str, offset: int) -> None:
         if not self.settings.customers:
             return
         home = self.customers.unit_of(ev.user_id) if ev.user_id else -1
-        kv = self.customers.forward(ev, track=self.assigned is None or home in self.assigned)
+        kv = self.customers.forward(ev, track=self.assigned is None or home in self.assigned, src=stream,
+                                    offset=offset)
         if kv is not None:
             await self.send(CUSTOMER_EVENTS, kv[0], kv[1], None)
 
     async def _on_customer_events(self, records: Sequence[Record]) -> None:
+        customers = self.customers
         for rec in records:
-            self.customers.read_back(rec.partition, rec.value)
-            late = self.customers.receive(rec.partition, rec.value, rec.offset)
+            key = rec.key
+            if key is not None and key[:1] == b"\x00":  # user ids never start with NUL
+                if customers.fronts.is_marker(key):  # another worker's customer front
+                    err = customers.fronts.receive(rec.partition, rec.value)
+                    bad = None if err is None else DecodeError("schema", err)
+                elif key.startswith(ALERT_PREFIX):  # a product alert raised by another worker
+                    bad = customers.receive_alert(rec.partition, rec.value)
+                else:
+                    bad = DecodeError("schema", f"unknown customer-events key {key[:50]!r}")
+                if bad is not None:
+                    await self.dead_letter(CUSTOMER_EVENTS, rec, bad.kind, bad.message)
+                continue
+            customers.read_back(rec.partition, rec.value)
+            late = customers.receive(rec.partition, rec.value, rec.offset)
             if late is not None:
                 await self.dead_letter(CUSTOMER_EVENTS, rec, late.kind, late.message)
 
@@ -415,16 +444,23 @@ class Runtime:
                               self.clock.now_ms())
 
     async def _tick_customers(self, product_outputs: list[Output]) -> None:
-        """Feed the product alerts to the customer engines, advance them, publish triggers and features."""
+        """Feed the product alerts to the customer engines (this worker's in process, the others' as alert
+        records, before the front markers that pass their time), advance them, publish triggers and features."""
         if not self.settings.customers:
             return
+        remote = self._remote()
         for out in product_outputs:
             if out.kind != "features" and out.value.get("labels", {}).get("alertname") == "demand_surge":
                 self.customers.on_product_alert(dict(out.value))
+                if remote:
+                    value = encode_alert(out.value)
+                    for p in sorted(remote):
+                        await self.send(CUSTOMER_EVENTS, self.customers.alert_keys[p], value, None)
         # Watermark: derived from the product units (what they made final), not from customer-events' own event
-        # times: a record admitted later is no older, so it is exact for whatever this worker forwards.
+        # times: a record admitted later is no older, so it is exact for whatever this worker forwards; the
+        # other workers' units through their front markers.
         async with self.customer_lock:
-            for o in self.customers.tick(self._products_final()):
+            for o in self.customers.tick(self._products_final(), remote):
                 await self._publish_customer(o)
 
     async def _publish_customer(self, o: Any) -> None:
