@@ -25,10 +25,10 @@ from typing import Any
 
 import orjson
 import psutil
+from latency import clock_products
 from throughput import HERE, MIN, WorkerProc, count_until, metric_sum, worker_env
 
 from streamproc import loadgen
-from streamproc.admission import partition_for
 from streamproc.broker import EmbeddedBroker
 from streamproc.settings import Settings
 
@@ -77,12 +77,10 @@ def flood(bootstrap: str, tmp: Path, ids: int, store: str, cap: int) -> dict[str
             asyncio.run(loadgen.produce(bootstrap, evs, speed=None, progress=False,
                                         topic_names={"clicks": env["STREAMPROC_TOPIC_CLICKS"]}))
         # then ordinary traffic: a click a minute up to now moves event time past the flood's buckets
-        n_parts = Settings.from_env(env).partitions
-        keys = {partition_for(f"CLOCK{k}", n_parts): f"CLOCK{k}" for k in range(200)}  # one product per partition
         clock = [("clicks", key.encode(), orjson.dumps({"event_id": f"c{m}-{key}", "ts": ts, "user_id": "U1",
                                                         "product_id": key, "action": "view"}), ts)
                  for m in range(minutes, minutes + 10) if (ts := t0 + m * MIN + 30_000) < time.time() * 1000
-                 for key in keys.values()]
+                 for key in clock_products(Settings.from_env(env).partitions)]
         asyncio.run(loadgen.produce(bootstrap, clock, speed=None, progress=False,
                                     topic_names={"clicks": env["STREAMPROC_TOPIC_CLICKS"]}))
         produced_s = time.time() - started

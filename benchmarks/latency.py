@@ -137,6 +137,31 @@ def paced_latency(bootstrap: str, tmp: Path, target_eps: float, wall_s: float, h
         stop_process_group(receiver, 5)
 
 
+def clock_products(partitions: int) -> list[str]:
+    """One product id per partition: ordinary traffic on them moves every unit's event time on."""
+    from streamproc.admission import partition_for
+
+    return list({partition_for(f"CLOCK{k}", partitions): f"CLOCK{k}" for k in range(200)}.values())
+
+
+def _produce_clicks(bootstrap: str, env: dict[str, str], items: list[tuple[int, str]], prefix: str) -> int:
+    """A view click per (ts, product id), event ids ``<prefix>-<n>``; returns how many were produced."""
+    evs = [("clicks", pid.encode(), orjson.dumps({"event_id": f"{prefix}-{j}", "ts": ts, "user_id": "U000001",
+                                                   "product_id": pid, "category": "books", "action": "view"}), ts)
+           for j, (ts, pid) in enumerate(items)]
+    asyncio.run(loadgen.produce(bootstrap, evs, speed=None, progress=False,
+                                topic_names={"clicks": env["STREAMPROC_TOPIC_CLICKS"]}))
+    return len(evs)
+
+
+def _slope(xs: list[float], ys: list[float]) -> float | None:
+    """Least-squares slope of ``ys`` over ``xs`` (None without two distinct xs)."""
+    if len(xs) < 2 or max(xs) <= min(xs):
+        return None
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sum((x - mx) ** 2 for x in xs)
+
+
 def quiet_memory(bootstrap: str, tmp: Path, stages: int = 4, per_stage: int = 25_000,
                  store: str = "memory://") -> dict[str, Any]:
     """Worker RSS against products tracked once they are quiet: stages of ``per_stage`` new products (two clicks
@@ -146,11 +171,8 @@ def quiet_memory(bootstrap: str, tmp: Path, stages: int = 4, per_stage: int = 25
     phase used is reused by the next stage)."""
     import psutil
 
-    from streamproc.admission import partition_for
-
     env = worker_env(bootstrap, tmp, extra={"STREAMPROC_STORE": store, "STREAMPROC_IDLE_TIMEOUT_MS": "2000"})
-    n_parts = Settings.from_env(env).partitions
-    clocks = list({partition_for(f"CLOCK{k}", n_parts): f"CLOCK{k}" for k in range(200)}.values())
+    clocks = clock_products(Settings.from_env(env).partitions)
     w = WorkerProc(env, tmp)
     samples = []
     span = stages * 15 * MIN
@@ -166,12 +188,7 @@ def quiet_memory(bootstrap: str, tmp: Path, stages: int = 4, per_stage: int = 25
             items = sorted((base + rep * MIN + (i * 97) % MIN, f"Q{k}-{i:06d}") for rep in range(2) for i in range(per_stage))
             items += [(base + m * MIN + 30_000, c) for m in range(2, 15) for c in clocks]
             items.sort()
-            evs = [("clicks", pid.encode(), orjson.dumps({"event_id": f"q{k}-{j}", "ts": ts, "user_id": "U000001",
-                                                           "product_id": pid, "category": "books", "action": "view"}), ts)
-                   for j, (ts, pid) in enumerate(items)]
-            asyncio.run(loadgen.produce(bootstrap, evs, speed=None, progress=False,
-                                        topic_names={"clicks": env["STREAMPROC_TOPIC_CLICKS"]}))
-            sent += len(evs)
+            sent += _produce_clicks(bootstrap, env, items, f"q{k}")
             count_until(w.url, sent, 600)
             deadline = time.monotonic() + 300
             while time.monotonic() < deadline:  # the stage's products parked
@@ -185,11 +202,7 @@ def quiet_memory(bootstrap: str, tmp: Path, stages: int = 4, per_stage: int = 25
     finally:
         w.stop()
     xs = [s["products"] for s in samples[1:]]
-    ys = [s["rss_mib"] * 2**20 for s in samples[1:]]
-    slope = None
-    if len(xs) >= 2 and max(xs) > min(xs):
-        mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
-        slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sum((x - mx) ** 2 for x in xs)
+    slope = _slope(xs, [s["rss_mib"] * 2**20 for s in samples[1:]])
     return {"store": store, "samples": samples, "bytes_per_quiet_product": slope,
             "method": f"least-squares slope of worker RSS over products tracked, {stages} stages of {per_stage:,} "
                       "new products, each stage sampled once its products were parked"}
@@ -233,12 +246,7 @@ def memory(bootstrap: str, tmp: Path, stages: int = 3, per_stage: int = 4000,
                     pid = f"M{i:06d}"
                     items.append((ts, pid))
             items.sort()
-            evs = [("clicks", pid.encode(), orjson.dumps({"event_id": f"m{k}-{j}", "ts": ts, "user_id": "U000001",
-                                                           "product_id": pid, "category": "books", "action": "view"}), ts)
-                   for j, (ts, pid) in enumerate(items)]
-            asyncio.run(loadgen.produce(bootstrap, evs, speed=None, progress=False,
-                                        topic_names={"clicks": env["STREAMPROC_TOPIC_CLICKS"]}))
-            sent += len(evs)
+            sent += _produce_clicks(bootstrap, env, items, f"m{k}")
             count_until(w.url, sent, 120)
             time.sleep(1.5)  # a tick or two: the gauge and the table writes
             products = metric_sum(w.get("/metrics"), ("streamproc_products_tracked",))
@@ -249,15 +257,9 @@ def memory(bootstrap: str, tmp: Path, stages: int = 3, per_stage: int = 4000,
     disk_after_stop = _du(data_dir)  # RocksDB flushes its memtables on close: the state's size in SST files
     xs = [s["products"] for s in samples[1:]]
 
-    def slope_of(ys: list[float]) -> float | None:
-        if len(xs) < 2 or max(xs) <= min(xs):
-            return None
-        mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
-        return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sum((x - mx) ** 2 for x in xs)
-
     return {"store": store, "samples": samples,
-            "bytes_per_product": slope_of([s["rss_mib"] * 2**20 for s in samples[1:]]),
-            "disk_bytes_per_product": slope_of([float(s["disk_bytes"]) for s in samples[1:]]),
+            "bytes_per_product": _slope(xs, [s["rss_mib"] * 2**20 for s in samples[1:]]),
+            "disk_bytes_per_product": _slope(xs, [float(s["disk_bytes"]) for s in samples[1:]]),
             "disk_bytes_end": samples[-1]["disk_bytes"], "disk_bytes_after_stop": disk_after_stop,
             "disk_bytes_per_product_after_stop": disk_after_stop / xs[-1] if xs and xs[-1] else None,
             "method": (f"least-squares slope of worker RSS over products tracked, stages of {per_stage:,} new "
