@@ -303,22 +303,25 @@ class DemandEngine:
         p = self.index.get(product_id)
         if p is not None:
             return orjson.dumps(p.to_dict())
-        for u in self.units.values():
-            blob = u.cold.get(product_id)
-            if blob is not None:
-                return zlib.decompress(blob)
-        return None
+        return self._parked_snapshot(product_id)
 
     def peek(self, product_id: str) -> ProductState | None:
         """A product's state for reading (a parked one is decoded, not woken: reads do not change state)."""
         p = self.index.get(product_id)
         if p is not None:
             return p
+        snap = self._parked_snapshot(product_id)
+        if snap is not None:
+            return ProductState.from_dict(orjson.loads(snap))
+        return self.index.get(product_id)  # woken meanwhile (the HTTP server reads from its own thread)
+
+    def _parked_snapshot(self, product_id: str) -> bytes | None:
+        """A parked product's snapshot, without waking it (units listed first: the HTTP thread calls this)."""
         for u in list(self.units.values()):
             blob = u.cold.get(product_id)
             if blob is not None:
-                return ProductState.from_dict(orjson.loads(zlib.decompress(blob)))
-        return self.index.get(product_id)  # woken meanwhile (the HTTP server reads from its own thread)
+                return zlib.decompress(blob)
+        return None
 
     def product_ids(self) -> list[str]:
         """Every product tracked here, hot and parked."""
@@ -326,7 +329,7 @@ class DemandEngine:
 
     def product_count(self) -> int:
         """Products tracked here, hot and parked."""
-        return len(self.index) + sum(len(u.cold) for u in self.units.values())
+        return len(self.index) + self.parked_count()
 
     def parked_count(self) -> int:
         return sum(len(u.cold) for u in self.units.values())

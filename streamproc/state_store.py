@@ -153,9 +153,10 @@ class ChangelogStore:
 
     async def write(self, upserts: Mapping[str, bytes], deletes: Iterable[str]) -> None:
         """Write snapshots (and tombstones) and wait until the brokers acknowledge every one."""
-        changes: list[tuple[bytes, bytes | None]] = [(pid.encode(), snap) for pid, snap in upserts.items()]
-        changes += [(pid.encode(), None) for pid in deletes]
-        await self.write_to([(partition_for(key.decode(), self.partitions), key, value) for key, value in changes])
+        records: list[tuple[int, bytes, bytes | None]] = [
+            (partition_for(pid, self.partitions), pid.encode(), snap) for pid, snap in upserts.items()]
+        records += [(partition_for(pid, self.partitions), pid.encode(), None) for pid in deletes]
+        await self.write_to(records)
 
     async def write_to(self, records: Sequence[tuple[int, bytes, bytes | None]]) -> None:
         """Write ``(partition, key, snapshot or None)`` records and wait until the brokers acknowledge them."""
