@@ -60,7 +60,7 @@ class Snapshot:
 class ReadModel:
     """Builds and serves snapshots of a :class:`~streamproc.runtime.Runtime`."""
 
-    def __init__(self, runtime: Any, *, max_age_s: float = 1.0, slice_size: int = 1000, cost_factor: float = 10.0,
+    def __init__(self, runtime: Any, *, max_age_s: float = 1.0, slice_size: int = 5000, cost_factor: float = 10.0,
                  sentiment_limit: int = 10, monotonic: Callable[[], float] = time.monotonic,
                  home: asyncio.AbstractEventLoop | None = None) -> None:
         self.runtime = runtime
@@ -87,8 +87,14 @@ class ReadModel:
 
     async def current(self) -> Snapshot:
         """The newest snapshot, rebuilt first (on the home loop) if it is too old; concurrent callers share
-        one rebuild."""
-        return self._fresh() or await self.on_home(self._rebuild)
+        one rebuild. While a rebuild is under way, the previous snapshot is served at once: a rebuild
+        interleaves with the processing and can take seconds on a busy worker."""
+        fresh = self._fresh()
+        if fresh is not None:
+            return fresh
+        if self.snapshot is not None and self._building is not None and not self._building.done():
+            return self.snapshot
+        return await self.on_home(self._rebuild)  # type: ignore[no-any-return]
 
     async def _rebuild(self) -> Snapshot:
         snap = self._fresh()
