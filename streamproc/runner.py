@@ -102,6 +102,8 @@ class Runner:
         """Per assigned input partition, the offset after the last record counted (what step 3 commits)."""
         self.committed: dict[TopicPartition, int] = {}
         self.assigned_at: dict[TopicPartition, int] = {}
+        self.assigned_end: dict[TopicPartition, int] = {}
+        """End offset of each partition when it was assigned: its backlog until the first fetch says more."""
         self.first_high: dict[TopicPartition, int] = {}
         self.reviews: list[tuple[int, TopicPartition, list[Any], asyncio.Future[Any]]] = []
         """Review chunks being scored, in fetch order: (epoch, partition, records, the scoring task)."""
@@ -259,6 +261,7 @@ class Runner:
                 self.next_offsets.pop(tp, None)
                 self.committed.pop(tp, None)
                 self.assigned_at.pop(tp, None)
+                self.assigned_end.pop(tp, None)
                 self.first_high.pop(tp, None)
             for unit in sorted({tp.partition for tp in revoked}):
                 self.runtime.revoke(unit)
@@ -284,9 +287,17 @@ class Runner:
             if self.runtime.notifier is not None:
                 self.runtime.notifier.restore(self.runtime.engine.firing(), self.runtime.clock.now_ms())
             wall = self.runtime.clock.now_ms()
+            try:  # what each partition holds now: it is backlogged until read that far, however late its first fetch
+                ends = await self.consumer.end_offsets(sorted(assigned)) if assigned else {}
+            except KafkaError as exc:
+                log.warning("end offsets at assignment not known (%s): a partition not fetched within %d s "
+                            "stops holding its unit", type(exc).__name__, STARTUP_HOLD_MS // 1000)
+                ends = {}
             for tp in sorted(assigned):
                 self.runtime.assign(self.topics[tp.topic], tp.partition)
                 self.assigned_at[tp] = wall
+                if tp in ends:
+                    self.assigned_end[tp] = ends[tp]
                 committed = await self.consumer.committed(tp)
                 if committed is not None:
                     self.committed[tp] = committed
@@ -298,7 +309,8 @@ class Runner:
 
     def _touch_backlogged(self) -> None:
         """Streams with records still waiting in the broker are slow, not idle: keep their units from
-        advancing on the idle timeout. A partition not fetched yet holds its unit for STARTUP_HOLD_MS."""
+        advancing on the idle timeout. A partition not fetched yet counts up to its end offset at the assignment
+        (if that was not known, it holds its unit for STARTUP_HOLD_MS)."""
         rt = self.runtime
         wall = rt.clock.now_ms()
         highs: dict[TopicPartition, int] = {}
@@ -307,6 +319,8 @@ class Runner:
             logical = self.topics[tp.topic]
             stream = f"{logical}/{tp.partition}"
             high = self.consumer.highwater(tp)
+            if high is None:
+                high = self.assigned_end.get(tp)
             if logical == CUSTOMER_EVENTS:  # not a product stream: holds the unit's customer watermark instead
                 # Customer events written before the assignment (by an earlier owner, or this worker before a
                 # restart) are in no in-flight list: the customer watermark waits until they are read.

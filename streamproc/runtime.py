@@ -375,9 +375,13 @@ class Runtime:
         """Close what became final and publish the results."""
         holds = self.holds()
         closed: list[Output] = []
+        # One wall time for every slice: the runner marked the streams with a backlog as active just before
+        # this call, and a tick slower than the idle timeout must not see them go idle half-way (the unit's
+        # watermark would then jump to its most advanced stream and make the others' backlog late).
+        wall_ms = self.clock.now_ms()
         while True:  # in slices of TICK_SLICE closes: the consumer's heartbeat and the HTTP API run between them
             started = time.perf_counter()
-            outputs = self.engine.tick(self.clock.now_ms(), holds, budget=TICK_SLICE)
+            outputs = self.engine.tick(wall_ms, holds, budget=TICK_SLICE)
             self.metrics.observe_tick(outputs, self.clock.now_ms(), time.perf_counter() - started)
             await self.publish(outputs)
             closed += outputs
