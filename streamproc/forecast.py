@@ -225,8 +225,9 @@ def _resid_next(state: ForecastState, level: float, s_next: float, cfg: Forecast
     z = state.resid + level
     if state.z_prev >= 0 and z > state.z_prev:
         z -= cfg.rise_discount * (z - state.z_prev)
-    if cfg.season_carry < 1.0 and state.season_last > 0 and s_next > 0:
-        z *= (state.season_last / s_next) ** (1.0 - cfg.season_carry)
+    if cfg.season_carry < 1.0 and state.season_last > 0 and s_next != state.season_last:
+        z *= state.season_last / s_next if cfg.season_carry == 0.0 else \
+            (state.season_last / s_next) ** (1.0 - cfg.season_carry)
     return z - level
 
 
@@ -234,11 +235,12 @@ def _next(state: ForecastState, phi: float, s_next: float, cfg: ForecastConfig) 
     """Deseasonalised forecast of the next bucket: ``level_next`` plus a learnt share of the last residual,
     times the learnt median correction for the last bucket's ratio to the level."""
     level = state.level_next if state.level_next >= 0 else state.level  # a snapshot from before it had one
-    w = state.weight_down if _resid_next(state, level, s_next, cfg) < 0 else state.weight_up
+    r = _resid_next(state, level, s_next, cfg)
+    w = state.weight_down if r < 0 else state.weight_up
     if w < 0:
         w = phi
     g = level / (level + cfg.sparse_units) if cfg.sparse_units else 1.0
-    f = max(level + g * w * _resid_next(state, level, s_next, cfg), 0.0)
+    f = max(level + g * w * r, 0.0)
     m = getattr(state, _median_slot(state, level, cfg))
     if m:  # a sparse product's median is 0: its correction acts less (see ``median_sparse_units``)
         f *= math.exp(m * (level / (level + cfg.median_sparse_units) if cfg.median_sparse_units else 1.0))
