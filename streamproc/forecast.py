@@ -70,8 +70,10 @@ Z80 = 1.2815515655446004  # standard normal quantile of 0.9: a central 80% inter
 
 @dataclass(frozen=True)
 class ForecastConfig:
-    """Forecaster settings (the ``next_*`` and ``blend_step`` ones chosen by leave-one-series-out on the NAB
-    Twitter series: ``benchmarks/forecast_eval.py --loo``)."""
+    """Forecaster settings. ``next_*``, ``blend_step``, ``rise_discount``, ``season_carry`` and ``median_step``
+    are chosen by leave-one-series-out on the NAB Twitter series (``benchmarks/forecast_eval.py --loo``);
+    ``median_sparse_units`` by the check that twelve next-5-minute forecasts of a sparse product add up to
+    about its next hour's; ``median_edges`` and ``median_max`` are set by hand, not tuned."""
 
     level_halflife_ms: int = 30 * 60_000
     """Memory of the hour's level."""
@@ -93,14 +95,13 @@ class ForecastConfig:
     shrunk by ``mu / (mu + sparse_units)`` and its hour's level slows towards the next bucket's by as much
     (a count of 0 or 1 says little about a rate below one a bucket)."""
     rise_discount: float = 0.5
-    """Share of a rise over the bucket before that the next bucket's forecast discounts (chosen by
-    leave-one-series-out, as ``season_carry`` and ``median_step``)."""
-    median_edges: tuple[float, float] = (0.8, 1.25)
-    """The last bucket's ratio to ``level_next`` below the first edge (a fall), up to the second (about
-    level) or above it (a rise) picks one of three learnt median corrections of the next bucket."""
+    """Share of a rise over the bucket before that the next bucket's forecast discounts."""
     season_carry: float = 0.0
     """Share of the seasonal step from the last bucket to the next that the last value's part of the
     next-bucket forecast follows (the profile is per hour: its step at the hour is sharper than demand's)."""
+    median_edges: tuple[float, float] = (0.8, 1.25)
+    """The last bucket's ratio to ``level_next`` below the first edge (a fall), up to the second (about
+    level) or above it (a rise) picks one of three learnt median corrections of the next bucket."""
     median_step: float = 0.005
     """Log-step of a median correction after each next-bucket outcome (up when the outcome was above the
     forecast, down when below: it settles where half the outcomes are above)."""
