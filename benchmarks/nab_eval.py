@@ -36,11 +36,12 @@ from streamproc.detectors import DetectorConfig  # noqa: E402
 
 SERIES = tuple(f"realTweets/Twitter_volume_{s}.csv" for s in ("AAPL", "AMZN", "CRM", "CVS", "FB"))
 
-GRID: dict[str, tuple[float, ...]] = {
+GRID: dict[str, tuple[float | bool, ...]] = {
     "threshold_nats": (10.0, 12.0, 14.0),
     "week_prior_weeks": (4.0, 16.0),
     "surge_long_run": (0.0, 1.0),
     "drop_long_run": (0.0, 1.0),
+    "surge_long_run_week": (False, True),
     "alarm_gain": (0.0, 0.5),
 }
 """The settings leave-one-series-out chooses among (every combination; the rest stay at their defaults)."""
@@ -138,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, help="keep the detections here instead of a temporary directory")
     ap.add_argument("--json", type=Path, help="also write the scorer's results as JSON here")
     ap.add_argument("--per-file", action="store_true", help="also print per-file results")
-    ap.add_argument("--loo", action="store_true", help="also run the leave-one-series-out check (about 2 minutes)")
+    ap.add_argument("--loo", action="store_true", help="also run the leave-one-series-out check (about 5 minutes)")
     ap.add_argument("--loo-json", type=Path, help="with --loo: write its results as JSON here")
     args = ap.parse_args(argv)
     for path, what in ((args.nab / "labels" / "combined_windows.json", "--nab"), (args.scorer, "--scorer")):

@@ -29,7 +29,13 @@ The model:
 * **Long-run floors.** The surge test's expectation is at least ``surge_long_run`` times the hour of
   day's long-run mean, and the drop test's at most ``drop_long_run`` times it: traffic coming back
   after a dip (a holiday, an outage) is not a surge, and a product that is always quiet at this hour
-  (a sparse product at night, while its profile is still flat) is not dropping.
+  (a sparse product at night, while its profile is still flat) is not dropping. Once an hour of the week
+  has been seen in an earlier week, the floor is the higher and the cap the lower of the hour of day's
+  and the hour of week's long-run means (``surge_long_run_week``, ``drop_long_run_week``), the latter
+  shrunk towards the former until its units outweigh ``week_prior_units``: a Saturday night that is
+  always busier than the average night is not a surge, a Monday dawn that is always quieter is not a
+  drop. Unlike the profile, the floors do not wait for ``week_prior_weeks``: they can only hold an alert
+  back, so they may trust a weekly rhythm after a few weeks rather than months.
 * **Calibration to the series' own alarm rate.** Every incident adds one to an exponentially decaying
   ``alarm_load`` (half-life ``alarm_halflife_ms``); the CUSUM threshold is
   ``threshold_nats * (1 + alarm_gain * alarm_load)``, so a series whose bursts are routine (it has
@@ -104,6 +110,12 @@ class DetectorConfig:
     """The surge test's expectation is at least this share of the hour-of-day's long-run mean (0 = off)."""
     drop_long_run: float = 1.0
     """The drop test's expectation is at most this multiple of the hour-of-day's long-run mean (0 = off)."""
+    surge_long_run_week: bool = True
+    """The surge test's long-run floor also holds against this hour of the week's long-run mean (once seen):
+    a Saturday night busier than the hour-of-day mean is not a surge."""
+    drop_long_run_week: bool = True
+    """The drop test's long-run cap also holds against this hour of the week's long-run mean (once seen):
+    a Monday dawn quieter than the hour-of-day mean is not a drop."""
     alarm_gain: float = 0.0
     """Relative rise of the threshold per recent incident (see the module docstring); 0 = fixed threshold."""
     alarm_halflife_ms: int = 7 * DAY_MS
@@ -303,6 +315,26 @@ def _season(state: DetectorState, slot: int, ts_ms: int, step_ms: int, cfg: Dete
     return day + g * (mw / overall - day) if overall > 0 else day
 
 
+def _long_run_week(state: DetectorState, m_slot: float, ts_ms: int, step_ms: int, cfg: DetectorConfig) -> float:
+    """This hour of the week's long-run mean count, shrunk towards the hour of day's (``m_slot``) until the
+    units seen in it outweigh ``week_prior_units``, as in the profile, but without its pseudo-weeks: a floor
+    can only hold an alert back, so it may trust a weekly rhythm after a few weeks rather than months;
+    -1 while either mean is unseen."""
+    h_now = ts_ms // HOUR_MS
+    wslot = h_now % WEEK_SLOTS
+    mw = state.week_means[wslot]
+    if mw < 0 or m_slot < 0 or state.first_ts_ms is None:
+        return -1.0
+    # only earlier weeks count: within its first hour the mean is of the very buckets under test
+    h_first = state.first_ts_ms // HOUR_MS
+    weeks = (h_now - wslot - 1) // WEEK_SLOTS - (h_first - wslot - 1) // WEEK_SLOTS  # this hour of the week, before now
+    if weeks <= 0:
+        return -1.0
+    memory_w = 1.0 / (1.0 - _decay(step_ms, cfg.week_halflife_ms / WEEK_SLOTS))
+    u = min(weeks * HOUR_MS / step_ms, memory_w) * mw
+    return m_slot + u / (u + cfg.week_prior_units) * (mw - m_slot) if u > 0 else m_slot
+
+
 def _level(state: DetectorState) -> float:
     return state.level_num / state.level_den if state.level_den > 0 else 0.0
 
@@ -354,13 +386,16 @@ def step(state: DetectorState, value: float, ts_ms: int, step_ms: int, cfg: Dete
     if warm:  # before that the profile is still being learnt: evidence would be about the model
         # a surge must be unusual against the recent level and against this hour's long-run mean, so
         # that traffic coming back after a dip (a holiday, an outage) is not a surge
-        long_run = state.slot_means[slot] * cfg.surge_long_run if cfg.surge_long_run > 0 else 0.0
+        m_slot = state.slot_means[slot]
+        m_week = _long_run_week(state, m_slot, ts_ms, step_ms, cfg)
+        m_high = max(m_slot, m_week) if cfg.surge_long_run_week else m_slot
+        m_low = m_week if cfg.drop_long_run_week and 0.0 <= m_week < m_slot else m_slot
+        long_run = m_high * cfg.surge_long_run if cfg.surge_long_run > 0 else 0.0
         mu_up = max(mu, long_run)
         state.up_llr = min(max(state.up_llr + nb_llr(x, mu_up, cfg.surge_ratio, alpha), 0.0), cap)
         # a drop must be unusual against the recent level and against this hour's long-run mean: a
         # product that is always quiet at this hour (a sparse product at night) is not dropping
-        m_slot = state.slot_means[slot]
-        mu_down = min(mu, max(m_slot * cfg.drop_long_run, _MU_FLOOR)) if cfg.drop_long_run > 0 and m_slot >= 0 else mu
+        mu_down = min(mu, max(m_low * cfg.drop_long_run, _MU_FLOOR)) if cfg.drop_long_run > 0 and m_slot >= 0 else mu
         state.down_llr = min(max(state.down_llr + nb_llr(x, mu_down, cfg.drop_ratio, alpha), 0.0), cap)
     state.up_obs, state.up_exp = (state.up_obs + x, state.up_exp + mu) if state.up_llr > 0 else (0.0, 0.0)
     state.down_obs, state.down_exp = (state.down_obs + x, state.down_exp + mu_down) if state.down_llr > 0 else (0.0, 0.0)

@@ -4,8 +4,10 @@ Separate from the detector's expectation, which is deliberately slow and robust 
 "is this bucket unusual", wrong for "how much will sell next"). With ``z = x / s`` the last bucket's
 deseasonalised count, the forecast of the bucket ``i`` ahead (``i = 0``: the next one) is
 
-    i = 0:   (level_next + w * (z - level_next)) * season        w = weight_up or weight_down, learnt
+    i = 0:   (level_next + w * (z' - level_next)) * season * m   w = weight_up or weight_down, learnt
     i >= 1:  (level + phi**(i + 1) * (z - level)) * season       phi: AR(1) of the residuals
+
+where ``z'`` is the last value as the next bucket sees it and ``m`` a learnt median correction (below).
 
 * ``season`` is the detector's hierarchical hour-of-week / hour-of-day / flat factor
   (:func:`streamproc.detectors.season`): long memory, shared, so it costs no state here.
@@ -20,6 +22,18 @@ deseasonalised count, the forecast of the bucket ``i`` ahead (``i = 0``: the nex
   ``blend_step`` times the residual in standard deviations, at most ``blend_cap``), so each settles where
   the errors are balanced, the median, which is what absolute error rewards. On Twitter volumes the weight
   after a rise settles lower than after a fall: lone spikes are common, lone dips are not.
+* **What the next bucket takes from the last value** (``z'``): a rise over the bucket before counts only
+  half (``rise_discount``: a one-bucket spike is more often gone in the next bucket than not, so the next
+  bucket is anchored between the last two), and the last value is carried into the next bucket without
+  the seasonal profile's step between their hours (``season_carry`` 0: the profile is one factor per
+  hour, so at the hour it jumps where demand moves smoothly, and a last value rescaled by that jump is
+  worse than the last value as it came).
+* **Median correction** (``m``): after a bucket below, about at, or above ``level_next`` (``median_edges``)
+  a multiplicative factor learnt per product by a pinball-loss step in log space (``median_step`` up when
+  the outcome was above the forecast, down when below), so each settles where half the outcomes are above:
+  the conditional median, which is what absolute error rewards. A sparse product's correction acts by
+  ``mu / (mu + median_sparse_units)`` only (its median is 0, and its next-bucket forecast must stay about
+  a twelfth of its next hour's).
 * **Sparse products** (below about ``sparse_units`` units a bucket) have their weights shrunk by
   ``mu / (mu + sparse_units)`` and their hour level slowed towards the next bucket's as much: a count of 0
   or 1 says little about a rate below one a bucket, and the median forecast of such a product (0) would
@@ -36,8 +50,9 @@ deseasonalised count, the forecast of the bucket ``i`` ahead (``i = 0``: the nex
   grows, after a hit it shrinks), checked every bucket for the next bucket (the interval is recomputed
   from the forecast issued) and once an hour for the next hour.
 
-State: 16 numbers (:class:`ForecastState`, slotted): about 550 bytes in memory (the object and its number
-objects), up to about 450 in a JSON snapshot.
+State: 21 numbers (:class:`ForecastState`, slotted): about 710 bytes in memory (the object and its number
+objects), up to about 600 in a JSON snapshot (the bucket before the last, the last seasonal factor and the
+three median corrections: 160 and 144 of them).
 """
 
 from __future__ import annotations
@@ -55,8 +70,10 @@ Z80 = 1.2815515655446004  # standard normal quantile of 0.9: a central 80% inter
 
 @dataclass(frozen=True)
 class ForecastConfig:
-    """Forecaster settings (the ``next_*`` and ``blend_step`` ones chosen by leave-one-series-out on the NAB
-    Twitter series: ``benchmarks/forecast_eval.py --loo``)."""
+    """Forecaster settings. ``next_*``, ``blend_step``, ``rise_discount``, ``season_carry`` and ``median_step``
+    are chosen by leave-one-series-out on the NAB Twitter series (``benchmarks/forecast_eval.py --loo``);
+    ``median_sparse_units`` by the check that twelve next-5-minute forecasts of a sparse product add up to
+    about its next hour's; ``median_edges`` and ``median_max`` are set by hand, not tuned."""
 
     level_halflife_ms: int = 30 * 60_000
     """Memory of the hour's level."""
@@ -77,6 +94,23 @@ class ForecastConfig:
     """Expected units per bucket at which a product counts as half sparse: the weights of its last value are
     shrunk by ``mu / (mu + sparse_units)`` and its hour's level slows towards the next bucket's by as much
     (a count of 0 or 1 says little about a rate below one a bucket)."""
+    rise_discount: float = 0.5
+    """Share of a rise over the bucket before that the next bucket's forecast discounts."""
+    season_carry: float = 0.0
+    """Share of the seasonal step from the last bucket to the next that the last value's part of the
+    next-bucket forecast follows (the profile is per hour: its step at the hour is sharper than demand's)."""
+    median_edges: tuple[float, float] = (0.8, 1.25)
+    """The last bucket's ratio to ``level_next`` below the first edge (a fall), up to the second (about
+    level) or above it (a rise) picks one of three learnt median corrections of the next bucket."""
+    median_step: float = 0.005
+    """Log-step of a median correction after each next-bucket outcome (up when the outcome was above the
+    forecast, down when below: it settles where half the outcomes are above)."""
+    median_sparse_units: float = 4.0
+    """The median correction of a product with ``mu`` expected units a bucket acts by ``mu / (mu + this)``
+    (its log): a sparse product's median is 0, and its next-bucket forecast must stay about a twelfth of
+    its next hour's."""
+    median_max: float = 2.0
+    """A median correction stays within [1 / median_max, median_max]."""
     dispersion_halflife_ms: int = 2 * 86_400_000
     """Memory of the overdispersion estimate."""
     coverage: float = 0.8
@@ -118,6 +152,16 @@ class ForecastState:
     """Exponentially weighted sum of residual * previous residual (residuals from ``level``)."""
     ar_den: float = 0.0
     """Exponentially weighted sum of previous residual squared; phi = ar_num / ar_den."""
+    z_prev: float = -1.0
+    """The deseasonalised count of the bucket before the last (-1: none yet)."""
+    season_last: float = -1.0
+    """The seasonal factor of the last bucket (-1: none yet)."""
+    med_fall: float = 0.0
+    """Log median correction of the next bucket after a bucket below ``level_next`` (see ``median_edges``)."""
+    med_level: float = 0.0
+    """The same after a bucket about at ``level_next``."""
+    med_rise: float = 0.0
+    """The same after a bucket above it."""
 
     def to_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in _STATE_FIELDS}
@@ -169,14 +213,49 @@ def _phi(state: ForecastState) -> float:
     return min(max(state.ar_num / state.ar_den, 0.0), 0.95) if state.ar_den > 0 else 0.0
 
 
-def _next(state: ForecastState, phi: float, cfg: ForecastConfig) -> float:
-    """Deseasonalised forecast of the next bucket: ``level_next`` plus a learnt share of the last residual."""
+def _median_slot(state: ForecastState, level: float, cfg: ForecastConfig) -> str:
+    """Which median correction applies after the last bucket (its ratio to ``level``, see ``median_edges``)."""
+    ratio = (level + state.resid) / level if level > 0 else 1.0
+    return "med_fall" if ratio < cfg.median_edges[0] else ("med_level" if ratio <= cfg.median_edges[1] else "med_rise")
+
+
+def _resid_next(state: ForecastState, level: float, s_next: float, cfg: ForecastConfig) -> float:
+    """The last bucket's residual from ``level`` as the next bucket sees it: a rise over the bucket before
+    counts ``rise_discount`` less (a one-bucket spike is more often gone in the next bucket than a fall),
+    and the seasonal step from the last bucket to the next is followed by ``season_carry`` only."""
+    z = state.resid + level
+    if state.z_prev >= 0 and z > state.z_prev:
+        z -= cfg.rise_discount * (z - state.z_prev)
+    if cfg.season_carry < 1.0 and state.season_last > 0 and s_next != state.season_last:
+        z *= state.season_last / s_next if cfg.season_carry == 0.0 else \
+            (state.season_last / s_next) ** (1.0 - cfg.season_carry)
+    return z - level
+
+
+def _next(state: ForecastState, phi: float, s_next: float, cfg: ForecastConfig) -> float:
+    """Deseasonalised forecast of the next bucket: ``level_next`` plus a learnt share of the last residual,
+    times the learnt median correction for the last bucket's ratio to the level."""
     level = state.level_next if state.level_next >= 0 else state.level  # a snapshot from before it had one
-    w = state.weight_down if state.resid < 0 else state.weight_up
+    r = _resid_next(state, level, s_next, cfg)
+    w = state.weight_down if r < 0 else state.weight_up
     if w < 0:
         w = phi
-    w *= level / (level + cfg.sparse_units) if cfg.sparse_units else 1.0
-    return max(level + w * state.resid, 0.0)
+    g = level / (level + cfg.sparse_units) if cfg.sparse_units else 1.0
+    f = max(level + g * w * r, 0.0)
+    m = getattr(state, _median_slot(state, level, cfg))
+    if m:  # a sparse product's median is 0: its correction acts less (see ``median_sparse_units``)
+        f *= math.exp(m * (level / (level + cfg.median_sparse_units) if cfg.median_sparse_units else 1.0))
+    return f
+
+
+def _learn_median(state: ForecastState, x: float, cfg: ForecastConfig) -> None:
+    """Median tracking of the next-bucket forecast per ratio interval: a pinball-loss step in log space."""
+    if state.prev_mu <= 0 or x == state.prev_mu or not cfg.median_step:
+        return
+    slot = _median_slot(state, state.level_next if state.level_next >= 0 else state.level, cfg)
+    lim = math.log(cfg.median_max)
+    v = getattr(state, slot) + (cfg.median_step if x > state.prev_mu else -cfg.median_step)
+    setattr(state, slot, min(max(v, -lim), lim))
 
 
 def _clipped(x: float, level: float, s: float, alpha: float, clip: float) -> float:
@@ -188,14 +267,15 @@ def _clipped(x: float, level: float, s: float, alpha: float, clip: float) -> flo
 def _learn(state: ForecastState, x: float, s: float, alpha: float, cfg: ForecastConfig) -> None:
     """Sign-sign descent of the last forecast's absolute error in the weight it used: towards the last
     value when following it further would have helped, away otherwise; steps in proportion to the residual."""
-    if state.resid == 0.0 or x == state.prev_mu:
+    r = _resid_next(state, state.level_next, s, cfg)
+    if r == 0.0 or x == state.prev_mu:
         return
-    up = state.resid > 0
+    up = r > 0
     w = state.weight_up if up else state.weight_down
     if w < 0:
         w = _phi(state)
     mu = max(state.level_next * s, 1e-3)
-    step = cfg.blend_step * min(abs(state.resid) * s / math.sqrt(mu * (1.0 + alpha * mu)), cfg.blend_cap)
+    step = cfg.blend_step * min(abs(r) * s / math.sqrt(mu * (1.0 + alpha * mu)), cfg.blend_cap)
     w = min(max(w + (step if (x > state.prev_mu) == up else -step), 0.0), 1.0)
     if up:
         state.weight_up = w
@@ -214,6 +294,7 @@ def update(state: ForecastState, value: float, ts_ms: int, step_ms: int, det: de
         low, high = _interval(state.prev_mu, max(state.prev_mu, s * state.level), alpha, state.scale_next)
         state.scale_next = _calibrate(state.scale_next, low <= x <= high, cfg)
         _learn(state, x, s, alpha, cfg)
+        _learn_median(state, x, cfg)
     if state.hour_start_ms >= 0 and ts_ms >= state.hour_start_ms:
         state.hour_sum += x
         if ts_ms + step_ms >= state.hour_start_ms + detectors.HOUR_MS:
@@ -221,6 +302,7 @@ def update(state: ForecastState, value: float, ts_ms: int, step_ms: int, det: de
             state.scale_hour = _calibrate(state.scale_hour, hit, cfg)
             state.hour_start_ms = -1
     z = x / s
+    z_last = state.resid + state.level_next if state.level_next >= 0 else -1.0  # the bucket before this one
     if state.level < 0:
         state.level = state.level_next = z
     else:
@@ -243,6 +325,8 @@ def update(state: ForecastState, value: float, ts_ms: int, step_ms: int, det: de
         r = z - state.level
         state.ar_num = d * state.ar_num + r * r_prev
         state.ar_den = d * state.ar_den + r_prev * r_prev
+    state.z_prev = z_last
+    state.season_last = s
     state.resid = z - state.level_next
     state.prev_mu = predict(state, 1, ts_ms + step_ms, step_ms, det, det_cfg, cfg=cfg).expected
     if state.hour_start_ms < 0:  # issue the next hour's interval to be checked
@@ -261,7 +345,7 @@ def predict(state: ForecastState, horizon_steps: int, ts_ms: int, step_ms: int, 
     phi = _phi(state)
     level = max(state.level, 0.0)
     s = detectors.season(det, ts_ms, step_ms, det_cfg)
-    total, base = s * _next(state, phi, cfg), s * level  # the first bucket; base: all at the level (the spread)
+    total, base = s * _next(state, phi, max(s, 0.05), cfg), s * level  # the first bucket; base: all at the level (the spread)
     # bucket i >= 1: level + phi**(i + 1) * r, r the last residual from the level (a snapshot from before the
     # next bucket's level stored that one)
     r = state.resid + state.level_next - state.level if state.level_next >= 0 else state.resid

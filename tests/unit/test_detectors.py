@@ -231,3 +231,25 @@ def test_a_sparse_product_quiet_every_night_is_not_a_drop() -> None:
     assert firings(decisions) == []
     _, without = run(values, STEP5_MS, dataclasses.replace(cfg, drop_long_run=0.0))
     assert "demand_drop" in [k for _, k in firings(without)]  # what the long-run ceiling is for
+
+
+def test_a_busy_hour_of_the_week_is_no_surge_once_seen_but_a_surge_on_top_of_it_is() -> None:
+    # 2 orders a bucket, Saturday 00:00-06:00 UTC three times as busy, five weeks; in the fourth week a real
+    # surge (3x on top) on Saturday 02:00-03:00. The first Saturday is new (it may alert); later ones must not
+    day_buckets = 288
+    n = 5 * 7 * day_buckets
+    t = T0_MS + np.arange(n) * STEP5_MS
+    dow, hour = (t // 86_400_000) % 7, (t % 86_400_000) // 3_600_000  # dow 2: Saturday (day 0 was a Thursday)
+    rate = np.full(n, 2.0)
+    rate[(dow == 2) & (hour < 6)] *= 3
+    surge = (np.arange(n) // (7 * day_buckets) == 3) & (dow == 2) & (hour >= 2) & (hour < 3)
+    rate[surge] *= 3
+    values = np.random.default_rng(0).poisson(rate).astype(float)
+    first_saturday = int(np.argmax((dow == 2) & (hour < 6)))
+    fired = firings(run(values, STEP5_MS)[1])
+    late = [i for i, _ in fired if i > first_saturday + day_buckets]
+    assert [bool(surge[i]) for i in late] == [True]
+    # with the floors per hour of day only, the busy Saturday nights of later weeks alert too
+    day_only = dataclasses.replace(CFG, surge_long_run_week=False)
+    late_day_only = [i for i, _ in firings(run(values, STEP5_MS, day_only)[1]) if i > first_saturday + day_buckets]
+    assert sum(not surge[i] for i in late_day_only) >= 2

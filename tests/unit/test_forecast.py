@@ -85,7 +85,7 @@ def test_state_round_trips_and_continues_identically() -> None:
     values = np.random.default_rng(5).poisson(7, 2 * 288)
     det, fc, _ = feed(values)
     wire = orjson.dumps(fc.to_dict())
-    assert len(orjson.loads(wire)) <= 16
+    assert len(orjson.loads(wire)) <= 21
     restored = forecast.ForecastState.from_dict(orjson.loads(wire))
     det_copy = detectors.DetectorState.from_dict(orjson.loads(orjson.dumps(det.to_dict())))
     tail = np.random.default_rng(6).poisson(7, 50)
