@@ -174,15 +174,16 @@ def _check(broker: str, env: dict[str, str], g: Generated, *, copies_allowed: bo
 
 async def _get_customers(url: str, ids: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Each id's ``GET /customers/{id}`` body (200s only), and ``GET /customers?ids=`` of them all."""
-    out: dict[str, Any] = {}
     async with aiohttp.ClientSession() as s:
-        for uid in ids:
+        async def one(uid: str) -> Any:
             async with s.get(f"{url}/customers/{uid}") as r:
                 assert r.status == 200, (uid, r.status)
-                out[uid] = await r.json()
+                return await r.json()
+
+        bodies = await asyncio.gather(*(one(uid) for uid in ids))
         async with s.get(f"{url}/customers?ids={','.join(ids)}") as r:
             many = {b["user_id"]: b for b in (await r.json())["results"]}
-    return out, many
+    return dict(zip(ids, bodies, strict=True)), many
 
 
 def _check_features(worker: Worker, g: Generated) -> int:
