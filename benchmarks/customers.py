@@ -1,6 +1,6 @@
 """Customers: bytes per customer in memory and on disk, and how soon a marketing trigger follows its due time.
 
-    python benchmarks/customers.py [--stages 4] [--per-stage 20000] [--latency-s 90] [--out FILE]
+    python benchmarks/customers.py [--stages 4] [--per-stage 20000] [--latency-s 120] [--out FILE]
 
 * Heap per customer, engine only (no broker): a ``CustomerEngine`` fed stages of new customers (a session
   of two views and an add-to-cart, one in three then orders), the watermark past each stage; tracemalloc
@@ -13,8 +13,9 @@
   (``<app id>-customers-changelog``, compacted) read back from the broker: bytes (key + value) of the
   newest record per customer — what compaction keeps — and of every record written.
 * Trigger latency: a worker fed in real time (speed 1) with clicks on one product per partition every
-  250 ms and customers who put a product in their cart and leave (``STREAMPROC_CART_ABANDON_MS`` = 20 s,
-  so their ``cart_abandoned`` falls due within the run at a known event time). The producer's pacing says
+  250 ms and customers who put a product in their cart and leave in the minute before (sent at once at the
+  start), so that their ``cart_abandoned`` (``STREAMPROC_CART_ABANDON_MS`` = 1 min, its minimum) falls due
+  within the live part at a known event time. The producer's pacing says
   when each event time was sent (``start_wall + (T - first_ts) / speed``). Latency = the trigger record's
   timestamp on ``marketing-triggers`` (set by the worker's producer) minus the wall time at which event
   time reached the trigger's due time plus the allowed lateness (the watermark passed it). Also from when
@@ -170,27 +171,29 @@ def worker_memory(bootstrap: str, tmp: Path, stages: int = 4, per_stage: int = 2
                       "read back (key + value bytes; newest record per customer, and every record written)"}
 
 
-def trigger_latency(bootstrap: str, tmp: Path, wall_s: float = 90.0, customers: int = 300,
-                    abandon_ms: int = 20_000, step_ms: int = 250) -> dict[str, Any]:
-    """Wall time from event time passing a ``cart_abandoned`` trigger's due time to its publication."""
+def trigger_latency(bootstrap: str, tmp: Path, wall_s: float = 120.0, customers: int = 300,
+                    abandon_ms: int = 60_000, step_ms: int = 250) -> dict[str, Any]:
+    """Wall time from event time passing a ``cart_abandoned`` trigger's due time to its publication. The carts
+    are put in a minute of history (sent at once at the start), so their due times fall in the live part."""
     env = worker_env(bootstrap, tmp, extra={"STREAMPROC_CART_ABANDON_MS": str(abandon_ms),
                                             "STREAMPROC_IDLE_TIMEOUT_MS": "2000"})
     settings = Settings.from_env(env)
     spec = settings.window
+    lateness = spec.allowed_lateness_ms + spec.grace_ms
     clocks = clock_products(settings.partitions)
     names = {t: env[f"STREAMPROC_TOPIC_{t.upper()}"] for t in ("clicks", "orders")}
     duration_ms = int(wall_s * 1000)
+    span = duration_ms - spec.bucket_ms - lateness - 5_000  # every due time's bucket final within the run
+    if span <= 0:
+        raise ValueError(f"wall_s={wall_s} is too short for {spec.bucket_ms} ms buckets")
     w = WorkerProc(env, tmp)
     try:
         w.wait_ready()
-        start_ms = (int(time.time() * 1000) // 1000 + 3) * 1000  # event time = the wall clock (speed 1)
-        items = _ticks(clocks, start_ms, start_ms + duration_ms, step_ms, "t")
-        last_cart = duration_ms - abandon_ms - 3 * spec.bucket_ms // 2  # due early enough to close in the run
-        if last_cart <= 0:
-            raise ValueError(f"wall_s={wall_s} is too short for a {abandon_ms} ms abandonment and "
-                             f"{spec.bucket_ms} ms buckets")
+        start_ms = (int(time.time() * 1000) // 1000 + 3) * 1000  # live from here; event time = the wall clock
+        history_ms = start_ms - abandon_ms - 10_000
+        items = _ticks(clocks, history_ms, start_ms + duration_ms, step_ms, "t")
         for i in range(customers):
-            uid, t = f"L{i:05d}", start_ms + 1000 + i * last_cart // customers
+            uid, t = f"L{i:05d}", start_ms - abandon_ms + 2_000 + i * span // customers
             pid = PRODUCTS[i % len(PRODUCTS)]
             for j, action in enumerate(("view", "add_to_cart")):
                 items.append(("clicks", pid.encode(), orjson.dumps({
@@ -198,7 +201,7 @@ def trigger_latency(bootstrap: str, tmp: Path, wall_s: float = 90.0, customers: 
                     "product_id": pid, "category": "books", "action": action}), t + j * 500))
         items.sort(key=lambda it: it[3])
         first_ts = items[0][3]
-        start_wall = start_ms / 1000  # the first record is due when the wall clock reaches its event time
+        start_wall = first_ts / 1000  # the history is overdue: sent at once, then live at speed 1
         rep = asyncio.run(loadgen.produce(bootstrap, items, speed=1.0, start_wall=start_wall, progress=False,
                                           topic_names=names))
         count_until(w.url, len(items), 30)
@@ -210,13 +213,14 @@ def trigger_latency(bootstrap: str, tmp: Path, wall_s: float = 90.0, customers: 
     def sent_at(t_ms: int) -> float:
         return start_wall + (t_ms - first_ts) / 1000
 
-    lateness = spec.allowed_lateness_ms + spec.grace_ms
     after_due, after_bucket = [], []
     for r in recs:
         t = orjson.loads(r.value)
         if t["kind"] != "cart_abandoned" or not t["user_id"].startswith("L"):
             continue
         due = t["ts"]
+        if due + lateness < start_ms:
+            continue  # due within the history
         bucket_end = (due // spec.bucket_ms + 1) * spec.bucket_ms
         after_due.append(r.timestamp / 1000 - sent_at(due + lateness))
         after_bucket.append(r.timestamp / 1000 - sent_at(bucket_end + lateness))
@@ -233,7 +237,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--stages", type=int, default=4)
     ap.add_argument("--per-stage", type=int, default=20_000)
-    ap.add_argument("--latency-s", type=float, default=90.0)
+    ap.add_argument("--latency-s", type=float, default=120.0)
     ap.add_argument("--latency-customers", type=int, default=300)
     ap.add_argument("--out", type=Path, default=HERE / "results" / "customers.json")
     ap.add_argument("--no-worker", action="store_true", help="the engine's heap only (no broker)")
