@@ -135,7 +135,8 @@ function renderSentiment(rows, model, prior) {
 const TRIGGER_LABELS = {cart_abandoned: "cart abandoned", browse_abandoned: "browse abandoned",
   win_back: "win-back", interest_surging: "interest surging"};
 
-function renderTriggers(tr, enabled) {
+function renderTriggers(tr, enabled, nowMs) {
+  $("triggers-section").dataset.now = nowMs;  // the snapshot's wall clock: what the counts are as of
   const total = $("trigger-total");
   total.textContent = enabled ? num(tr.total) : "off";
   total.title = enabled ? "triggers published" : "customer features are off (STREAMPROC_CUSTOMERS=0)";
@@ -163,7 +164,7 @@ function render(st) {
   renderTrend("trend-orders", "orders", st.trending.orders);
   renderTrend("trend-clicks", "clicks", st.trending.clicks);
   renderSentiment(st.sentiment, st.sentiment_model, st.negative_share_shop_24h);
-  if (st.triggers) renderTriggers(st.triggers, st.triggers_enabled);
+  if (st.triggers) renderTriggers(st.triggers, st.triggers_enabled, st.now_ms);
   $("sentiment").dataset.prior = st.negative_share_shop_24h ?? "";
 }
 
