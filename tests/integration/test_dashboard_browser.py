@@ -98,16 +98,18 @@ def _check_times(page: Any, key: str) -> None:
     assert any("UTC (event time)" in m for m in meta), meta  # the description's window start, labelled
 
 
-def _published(bootstrap: str, topic: str) -> dict[str, dict[str, Any]]:
-    """The marketing triggers on ``topic`` by ``trigger_id``."""
-    recs = _off_loop(lambda: asyncio.run(read_topic(bootstrap, topic, timeout_s=10, idle_s=0.5)))
+def _published(bootstrap: str, topic: str, at_least: int = 0) -> dict[str, dict[str, Any]]:
+    """The marketing triggers on ``topic`` by ``trigger_id``, once there are ``at_least`` (or a deadline)."""
+    recs = _off_loop(lambda: asyncio.run(read_topic(bootstrap, topic, timeout_s=15, idle_s=0.5,
+                                                    until=lambda rs: len(rs) >= at_least)))
     return {t["trigger_id"]: t for t in values(recs)}
 
 
 def _check_triggers(page: Any, bootstrap: str, topic: str) -> None:
     """The triggers panel counts what the worker published to ``marketing-triggers``: for a snapshot taken
-    between two reads of the topic, each kind's count lies between the two reads' counts, and every trigger in
-    the latest list is on the topic with that kind."""
+    between two reads of the topic (the second waits until the topic holds as many as the panel counted:
+    the worker counts a trigger when it hands it to its producer), each kind's count lies between the two
+    reads' counts, and every trigger in the latest list is on the topic with that kind."""
     page.wait_for_selector('#trigger-counts .card[data-kind="cart_abandoned"]:not([data-count="0"])',
                            timeout=30_000)
     before = _published(bootstrap, topic)
@@ -118,7 +120,7 @@ def _check_triggers(page: Any, bootstrap: str, topic: str) -> None:
                                            "cs => cs.map(c => [c.dataset.kind, Number(c.dataset.count)])"))
     latest = page.eval_on_selector_all("#triggers tbody tr[data-trigger]",
                                        "rs => rs.map(r => [r.dataset.trigger, r.dataset.kind])")
-    after = _published(bootstrap, topic)
+    after = _published(bootstrap, topic, sum(shown.values()))  # handed to the producer by then, flushed soon
     assert set(shown) == {"cart_abandoned", "browse_abandoned", "win_back", "interest_surging"}, shown
     for kind, n in shown.items():
         lo = sum(t["kind"] == kind for t in before.values())
