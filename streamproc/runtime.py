@@ -378,9 +378,13 @@ class Runtime:
         """Close what became final and publish the results."""
         holds = self.holds()
         closed: list[Output] = []
+        # Every slice advances the watermarks at the tick's start: the backlogged streams were marked active
+        # for that instant (runner.py). Slices that outlast the idle timeout (a month of buckets closing on a
+        # loaded machine) must not see those streams as idle and move a unit to its most advanced stream.
+        wall_ms = self.clock.now_ms()
         while True:  # in slices of TICK_SLICE closes: the consumer's heartbeat and the HTTP API run between them
             started = time.perf_counter()
-            outputs = self.engine.tick(self.clock.now_ms(), holds, budget=TICK_SLICE)
+            outputs = self.engine.tick(wall_ms, holds, budget=TICK_SLICE)
             self.metrics.observe_tick(outputs, self.clock.now_ms(), time.perf_counter() - started)
             await self.publish(outputs)
             closed += outputs
