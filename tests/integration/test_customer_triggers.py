@@ -189,19 +189,24 @@ async def _get_customers(url: str, ids: list[str]) -> tuple[dict[str, Any], dict
 def _check_features(worker: Worker, g: Generated) -> int:
     """``GET /customers/{id}`` of a sample of customers equals the reference computed from their generated
     events at the body's ``as_of_ms`` (cart prices from the orders of the customers of the same unit: each
-    unit has its engine). Returns how many customers were compared."""
+    unit has its engine; only those with a product the customer carted can price their cart). Returns how
+    many customers were compared."""
     users = by_user(g.clicks, g.orders)
     sample = random.Random(SEED).sample(sorted(users), min(SAMPLE, len(users)))
     one, many = asyncio.run(_get_customers(worker.url, sample))
-    unit_orders: dict[int, list[dict[str, Any]]] = {}
+    priced_by: dict[tuple[int, str], list[dict[str, Any]]] = {}  # (unit, product) -> the unit's orders of it
     for o in g.orders:
-        unit_orders.setdefault(partition_for(o["user_id"], PARTITIONS), []).append(o)
+        for pid in {it["product_id"] for it in o["items"]}:
+            priced_by.setdefault((partition_for(o["user_id"], PARTITIONS), pid), []).append(o)
     for uid in sample:
         got = one[uid]["features"]
         assert many[uid]["features"] is not None and many[uid]["status"] == "OK", uid
         assert got["as_of_ms"] >= g.end_ms, (uid, got["as_of_ms"])  # every generated record applied
         clicks, orders = users[uid]
-        want = reference(clicks, orders, unit_orders[partition_for(uid, PARTITIONS)], g.alerts, got["as_of_ms"])
+        unit = partition_for(uid, PARTITIONS)
+        carted = sorted({c["product_id"] for c in clicks if c["action"] == "add_to_cart"})
+        priced = [o for pid in carted for o in priced_by.get((unit, pid), [])]  # the rest price nothing here
+        want = reference(clicks, orders, priced, g.alerts, got["as_of_ms"])
         assert {k: got[k] for k in want} == want, uid
         assert {k: many[uid]["features"][k] for k in want} == want, uid
     with_orders = [u for u in sample if one[u]["features"]["orders_total"]]
