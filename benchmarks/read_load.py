@@ -201,6 +201,35 @@ def _trouble(log: Path, start: int) -> list[str]:
     return [ln[:300] for ln in text.splitlines() if TROUBLE.search(ln)][:50]
 
 
+CATCH_UP_S = 300.0
+"""At most this long for the worker to process the preload's bucket closes and reach the steady rate."""
+
+
+def _catch_up(worker: WorkerProc, rate: float) -> float:
+    """Seconds until the worker keeps up with the steady producer: consumer lag under one second of input
+    on three samples in a row. Before that the baseline would measure the preload's tail, not the rate."""
+    t0, ok = time.monotonic(), 0
+    while ok < 3:
+        if time.monotonic() - t0 > CATCH_UP_S:
+            raise RuntimeError(f"the worker did not catch up with {rate} events/s in {CATCH_UP_S} s")
+        time.sleep(1.0)
+        try:
+            lag = metric_sum(worker.get("/metrics"), ("streamproc_consumer_lag_records{",))
+        except Exception:  # noqa: BLE001 - a worker busy with the preload's closes can miss the 5 s timeout
+            lag = rate
+        ok = ok + 1 if lag < rate else 0
+    return round(time.monotonic() - t0, 1)
+
+
+PHASE_OFFSET_S = 10.0
+
+
+def _align() -> None:
+    """Wait until ``PHASE_OFFSET_S`` past a wall-clock minute. Event time is wall time here, so each
+    minute's bucket close (every active product at once) falls at the same point of both phases."""
+    time.sleep((PHASE_OFFSET_S - time.time()) % 60)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd")
@@ -218,10 +247,11 @@ def main() -> int:
     r.add_argument("--products", type=int, required=True)
     r.add_argument("--out", required=True)
     for a, d in (("--products", 200_000), ("--rate", 5000.0), ("--readers", 200), ("--seconds", 60.0),
-                 ("--baseline-s", 30.0)):
+                 ("--baseline-s", 60.0)):
         ap.add_argument(a, type=type(d), default=d)
     ap.add_argument("--broker", help="bootstrap of a running broker (default: start the embedded one)")
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--env", action="append", default=[], metavar="K=V", help="extra worker setting (repeatable)")
     args = ap.parse_args()
     if args.cmd == "produce":
         asyncio.run(_produce(args.bootstrap, args.topic, args.products, args.rate, args.seconds, args.preload))
@@ -238,10 +268,11 @@ def _run(args: argparse.Namespace) -> int:
     bootstrap = args.broker or broker.start()  # type: ignore[union-attr]
     me = [sys.executable, str(Path(__file__).resolve())]
     result: dict[str, Any] = {"config": {"products": args.products, "rate_eps": args.rate, "readers": args.readers,
-                                         "seconds": args.seconds, "baseline_s": args.baseline_s}}
+                                         "seconds": args.seconds, "baseline_s": args.baseline_s,
+                                         "worker_env": args.env}}
     with tempfile.TemporaryDirectory(prefix="read-load-") as tmpdir:
         tmp = Path(tmpdir)
-        env = worker_env(bootstrap, tmp)
+        env = worker_env(bootstrap, tmp, extra=dict(kv.split("=", 1) for kv in args.env))
         clicks = env["STREAMPROC_TOPIC_CLICKS"]
         worker = WorkerProc(env, tmp)
         try:
@@ -254,12 +285,13 @@ def _run(args: argparse.Namespace) -> int:
                     raise RuntimeError("preload not processed in 600 s")
                 time.sleep(1.0)
             result["preload_s"] = round(time.monotonic() - t0, 1)
-            total_s = args.baseline_s + args.seconds + 5
+            total_s = args.baseline_s + args.seconds + CATCH_UP_S + 125  # + two alignments
             producer = subprocess.Popen([*me, "produce", "--bootstrap", bootstrap, "--topic", clicks,
                                          "--products", str(args.products), "--rate", str(args.rate),
                                          "--seconds", str(total_s)])
             try:
-                time.sleep(2.0)  # the rate settles
+                result["catch_up_s"] = _catch_up(worker, args.rate)
+                _align()
                 mark = worker.log.stat().st_size
                 result["baseline"] = asyncio.run(_phase(worker.url, worker.proc.pid, args.baseline_s))
                 result["baseline"]["log_trouble"] = _trouble(worker.log, mark)
@@ -268,12 +300,14 @@ def _run(args: argparse.Namespace) -> int:
                 readers = subprocess.Popen([*me, "read", "--url", worker.url, "--readers", str(args.readers),
                                             "--seconds", str(args.seconds), "--products", str(args.products),
                                             "--out", str(readers_out)])
+                _align()
                 result["loaded"] = asyncio.run(_phase(worker.url, worker.proc.pid, args.seconds))
                 readers.wait(timeout=120)
                 result["loaded"]["log_trouble"] = _trouble(worker.log, mark)
                 result["loaded"]["endpoints"] = orjson.loads(readers_out.read_bytes()) if readers_out.exists() else None
             finally:
-                producer.wait(timeout=total_s + 60)
+                producer.terminate()  # it was started to outlast the longest catch-up
+                producer.wait(timeout=60)
             base, loaded = result["baseline"]["rate_eps"], result["loaded"]["rate_eps"]
             drop = round(100 * (1 - loaded / base), 1) if base and loaded is not None else None
             result["rate_drop_pct"] = drop

@@ -79,16 +79,6 @@ def encode_alert(alert: dict[str, Any]) -> bytes:
     return orjson.dumps({"k": "a", "alert": alert})
 
 
-def _source(raw: bytes | None) -> tuple[str, int] | None:
-    """(input stream, offset) a customer-events copy was read from; None for copies without one."""
-    try:
-        d = orjson.loads(raw or b"")
-        src, o = d.get("src"), d.get("o")
-    except (orjson.JSONDecodeError, AttributeError):
-        return None
-    return (src, o) if type(src) is str and type(o) is int else None
-
-
 def _opt_str(v: Any) -> bool:
     return v is None or type(v) is str
 
@@ -96,26 +86,30 @@ def _opt_str(v: Any) -> bool:
 def decode_customer_event(raw: bytes | None) -> Click | Order | DecodeError:
     """A forwarded click or order; wrong shapes are data (dead-lettered), never an exception."""
     try:
-        d = orjson.loads(raw or b"")
-        kind, ts, uid, rid = d["k"], d["ts"], d["u"], d["id"]
-        if type(ts) is not int or type(uid) is not str or not uid or type(rid) is not str:
-            raise TypeError("ts, u, id")
-        if kind == "c":
-            pid, cat, action, sid = d["p"], d.get("c"), d.get("a", "view"), d.get("s")
-            if type(pid) is not str or not _opt_str(cat) or action not in ("view", "add_to_cart") or not _opt_str(sid):
-                raise TypeError("p, c, a, s")
-            return Click(rid, ts, uid, pid, cat, action, sid)
-        if kind == "o":
-            items = []
-            for pid, qty, price, cat in d["i"]:
-                if (type(pid) is not str or type(qty) is not int or qty < 1 or type(price) not in (int, float)
-                        or not 0 <= price <= MAX_UNIT_PRICE or not _opt_str(cat)):
-                    raise TypeError("i")
-                items.append(OrderItem(pid, qty, float(price), cat))
-            return Order(rid, ts, uid, tuple(items), None)
-        raise TypeError("k")
+        return _event(orjson.loads(raw or b""))
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
         return DecodeError("schema", f"bad customer event ({exc}): {(raw or b'')[:200]!r}")
+
+
+def _event(d: Any) -> Click | Order:
+    """The click or order of a parsed customer-events copy (KeyError/TypeError/... on a wrong shape)."""
+    kind, ts, uid, rid = d["k"], d["ts"], d["u"], d["id"]
+    if type(ts) is not int or type(uid) is not str or not uid or type(rid) is not str:
+        raise TypeError("ts, u, id")
+    if kind == "c":
+        pid, cat, action, sid = d["p"], d.get("c"), d.get("a", "view"), d.get("s")
+        if type(pid) is not str or not _opt_str(cat) or action not in ("view", "add_to_cart") or not _opt_str(sid):
+            raise TypeError("p, c, a, s")
+        return Click(rid, ts, uid, pid, cat, action, sid)
+    if kind == "o":
+        items = []
+        for pid, qty, price, cat in d["i"]:
+            if (type(pid) is not str or type(qty) is not int or qty < 1 or type(price) not in (int, float)
+                    or not 0 <= price <= MAX_UNIT_PRICE or not _opt_str(cat)):
+                raise TypeError("i")
+            items.append(OrderItem(pid, qty, float(price), cat))
+        return Order(rid, ts, uid, tuple(items), None)
+    raise TypeError("k")
 
 
 def products_final(units: Iterable[UnitWatermark], spec: WindowSpec, wall_ms: int) -> int | None:
@@ -197,17 +191,13 @@ class Customers:
             self.in_flight.setdefault(self.unit_of(ev.user_id), InFlight()).append(n, ev.ts_ms)
         return ev.user_id.encode(), value
 
-    def read_back(self, partition: int, raw: bytes | None) -> None:
+    def _read_back(self, partition: int, d: dict[str, Any]) -> None:
+        """A copy read back: if this worker forwarded it, its partition's watermark no longer waits for it."""
         pending = self.in_flight.get(partition)
-        if not pending:
-            return
-        try:
-            d = orjson.loads(raw or b"")
-            mine, n = d.get("w") == self.instance, d.get("n")
-        except (orjson.JSONDecodeError, AttributeError):
-            return
-        if mine and type(n) is int:
-            pending.read_back(n)
+        if pending and d.get("w") == self.instance:
+            n = d.get("n")
+            if type(n) is int:
+                pending.read_back(n)
 
     # -- time ----------------------------------------------------------------------------------
 
@@ -309,27 +299,34 @@ class Customers:
 
     def receive(self, unit: int, raw: bytes | None, offset: int) -> DecodeError | None:
         """Give a customer-events record to its unit's engine (``offset``: its sequence number, so a record
-        read again is a no-op); a DecodeError to dead-letter when it is malformed or late."""
-        ev = decode_customer_event(raw)
-        if type(ev) is DecodeError:
-            return ev
+        read again is a no-op); a DecodeError to dead-letter when it is malformed or late. Parsed once: the
+        copy also says who forwarded it (in-flight bookkeeping) and where it was read (``src``/``o``)."""
+        try:
+            d = orjson.loads(raw or b"")
+            if type(d) is not dict:
+                raise TypeError("not an object")
+            self._read_back(unit, d)
+            ev = _event(d)
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+            return DecodeError("schema", f"bad customer event ({exc}): {(raw or b'')[:200]!r}")
         eng = self.engine(unit)
-        c = eng.customers.get(ev.user_id)  # type: ignore[union-attr]
+        c = eng.customers.get(ev.user_id)  # type: ignore[arg-type]
         is_click = type(ev) is Click
         if c is not None and offset <= (c.applied_click if is_click else c.applied_order):
             return None  # read again after a restart
-        source = _source(raw)
+        src, o = d.get("src"), d.get("o")
+        source = (src, o) if type(src) is str and type(o) is int else None
         if source is not None and c is not None and c.sources and source[1] <= c.sources.get(source[0], -1):
             return None  # forwarded again by a worker that read its input again after a crash
         wm = eng.watermark_ms
-        if wm is not None and ev.ts_ms < wm and ev.user_id not in eng.erased:  # type: ignore[union-attr]
-            return DecodeError("late", f"ts {ev.ts_ms} is behind the customer watermark {wm}")  # type: ignore[union-attr]
+        if wm is not None and ev.ts_ms < wm and ev.user_id not in eng.erased:
+            return DecodeError("late", f"ts {ev.ts_ms} is behind the customer watermark {wm}")
         if is_click:
             eng.process_click(ev, offset)  # type: ignore[arg-type]
         else:
             eng.process_order(ev, offset)  # type: ignore[arg-type]
         if source is not None:
-            c = eng.customers.get(ev.user_id)  # type: ignore[union-attr]
+            c = eng.customers.get(ev.user_id)  # type: ignore[arg-type]
             if c is not None:
                 if c.sources is None:
                     c.sources = {}

@@ -109,6 +109,8 @@ class CustomerEngine:
         self._features_at: int | None = None
         """Watermark of the last features emission (see CustomerConfig.features_interval_ms)."""
         self._out: list[Output] = []
+        self._by_category: dict[str | None, list[str]] | None = None
+        """:meth:`trending` per category, built once per change of ``surging`` (features ask per customer)."""
 
     # -- input ---------------------------------------------------------------------------------
 
@@ -314,12 +316,14 @@ class CustomerEngine:
                 s["keys"] = [k for k in s["keys"] if k != key]
                 if not s["keys"]:
                     del self.surging[pid]
+                    self._by_category = None
             return
         if s is not None:
             if key not in s["keys"]:
                 s["keys"].append(key)
             return
         self.surging[pid] = {"category": labels.get("category"), "since_ms": at, "keys": [key]}
+        self._by_category = None
         cut = at - self.cfg.interest_window_ms
         for uid, c in self.customers.items():
             seen = c.seen.get(pid)
@@ -333,8 +337,12 @@ class CustomerEngine:
 
     def trending(self, category: str) -> list[str]:
         """Products of ``category`` with a demand surge firing, the newest surge first."""
-        hits = [(s["since_ms"], pid) for pid, s in self.surging.items() if s["category"] == category]
-        return [pid for _t, pid in sorted(hits, key=lambda h: (-h[0], h[1]))]
+        if self._by_category is None:
+            by: dict[str | None, list[str]] = {}
+            for _t, pid, cat in sorted((-s["since_ms"], pid, s["category"]) for pid, s in self.surging.items()):
+                by.setdefault(cat, []).append(pid)
+            self._by_category = by
+        return self._by_category.get(category, [])
 
     def features(self, user_id: str) -> dict[str, Any] | None:
         """The customer's features record as of the watermark; None for an unknown or erased customer."""
@@ -364,7 +372,7 @@ class CustomerEngine:
 
     def snapshot(self, user_id: str) -> bytes:
         """One customer's state as bytes, for a changelog-backed table keyed by user_id."""
-        return orjson.dumps(self.customers[user_id].to_dict())
+        return orjson.dumps(self.customers[user_id])  # a slots dataclass: its fields in order, as to_dict()
 
     def restore(self, data: bytes) -> None:
         """Put back a customer read from the table."""
@@ -387,5 +395,6 @@ class CustomerEngine:
         self.erased = d["erased"]
         self.prices = {p: (t, v) for p, t, v in d["prices"]}
         self.surging = d["surging"]
+        self._by_category = None
         self.alerts = [(t, n, a) for t, n, a in d["alerts"]]
         self._alert_n = d["alert_n"]

@@ -62,7 +62,7 @@ class Snapshot:
 class ReadModel:
     """Builds and serves snapshots of a :class:`~streamproc.runtime.Runtime`."""
 
-    def __init__(self, runtime: Any, *, max_age_s: float = 1.0, slice_size: int = 1000, cost_factor: float = 10.0,
+    def __init__(self, runtime: Any, *, max_age_s: float = 1.0, slice_size: int = 5000, cost_factor: float = 10.0,
                  sentiment_limit: int = 10, monotonic: Callable[[], float] = time.monotonic,
                  home: asyncio.AbstractEventLoop | None = None) -> None:
         self.runtime = runtime
@@ -89,8 +89,14 @@ class ReadModel:
 
     async def current(self) -> Snapshot:
         """The newest snapshot, rebuilt first (on the home loop) if it is too old; concurrent callers share
-        one rebuild."""
-        return self._fresh() or await self.on_home(self._rebuild)
+        one rebuild. While a rebuild is under way, the previous snapshot is served at once: a rebuild
+        interleaves with the processing and can take seconds on a busy worker."""
+        fresh = self._fresh()
+        if fresh is not None:
+            return fresh
+        if self.snapshot is not None and self._building is not None and not self._building.done():
+            return self.snapshot
+        return await self.on_home(self._rebuild)  # type: ignore[no-any-return]
 
     async def _rebuild(self) -> Snapshot:
         snap = self._fresh()
@@ -179,22 +185,64 @@ class ReadModel:
         return snap
 
 class Limiter:
-    """At most ``limit`` requests handled at once; a request that waited ``wait_s`` for a turn gets 503."""
+    """At most ``limit`` requests handled at once, within a CPU budget; a request that waited ``wait_s`` for
+    a turn gets 503.
 
-    def __init__(self, limit: int, wait_s: float) -> None:
+    The budget: the web thread may use ``cpu_share`` of one core (its own CPU time, ``time.thread_time``,
+    refilled at that rate, at most ``BURST_CPU_S`` saved up). Over it, requests are admitted one at a time
+    as the budget refills, so a crowd of readers leaves the processing thread the rest of the interpreter
+    (the threads share one GIL) and the loop stays free for health checks. Call from the web thread only;
+    ``cpu_share`` 1 (or more) turns the budget off."""
+
+    BURST_CPU_S = 0.05
+
+    def __init__(self, limit: int, wait_s: float, cpu_share: float = 1.0, *,
+                 clock: Callable[[], float] = time.monotonic, cpu: Callable[[], float] = time.thread_time) -> None:
         self.sem = asyncio.Semaphore(limit)
         self.wait_s = wait_s
+        self.cpu_share = cpu_share
+        self.clock, self.cpu = clock, cpu
         self.rejected = 0
+        self._admit = asyncio.Lock()
+        self._tokens = self.BURST_CPU_S
+        self._last: tuple[float, float] | None = None
+
+    def debt_s(self) -> float:
+        """Seconds until the budget is back above zero (0 when there is budget now)."""
+        wall, cpu = self.clock(), self.cpu()
+        if self._last is not None:
+            spent = cpu - self._last[1]
+            self._tokens = min(self.BURST_CPU_S, self._tokens + (wall - self._last[0]) * self.cpu_share - spent)
+        self._last = (wall, cpu)
+        return 0.0 if self._tokens >= 0 else -self._tokens / self.cpu_share
+
+    async def _budget(self, deadline: float) -> bool:
+        if self.cpu_share >= 1:
+            return True
+        async with self._admit:  # one waiter at a time: each sees the CPU the ones before it spent
+            while (d := self.debt_s()) > 0:
+                if self.clock() + d > deadline:
+                    return False
+                await asyncio.sleep(d)
+        return True
 
     @contextlib.asynccontextmanager
     async def turn(self) -> Any:
+        deadline = self.clock() + self.wait_s
         try:
-            await asyncio.wait_for(self.sem.acquire(), self.wait_s)
+            if self.sem.locked():  # wait_for with no time left would refuse even a free turn
+                await asyncio.wait_for(self.sem.acquire(), self.wait_s)
+            else:
+                await self.sem.acquire()
         except TimeoutError:
             self.rejected += 1
             yield False
             return
         try:
+            if not await self._budget(deadline):
+                self.rejected += 1
+                yield False
+                return
             yield True
         finally:
             self.sem.release()

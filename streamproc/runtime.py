@@ -441,7 +441,6 @@ class Runtime:
                 if bad is not None:
                     await self.dead_letter(CUSTOMER_EVENTS, rec, bad.kind, bad.message)
                 continue
-            customers.read_back(rec.partition, rec.value)
             late = customers.receive(rec.partition, rec.value, rec.offset)
             if late is not None:
                 await self.dead_letter(CUSTOMER_EVENTS, rec, late.kind, late.message)

@@ -30,6 +30,7 @@ _INT_VARS = {
     "STREAMPROC_WEB_SNAPSHOT_MAX_AGE_MS": ("web_snapshot_max_age_ms", 0, 3_600_000),
     "STREAMPROC_WEB_MAX_CONCURRENT": ("web_max_concurrent", 1, 100_000),
     "STREAMPROC_WEB_QUEUE_WAIT_MS": ("web_queue_wait_ms", 0, 600_000),
+    "STREAMPROC_WEB_CPU_PERCENT": ("web_cpu_percent", 1, 100),
     "STREAMPROC_WEB_MAX_STREAMS": ("web_max_streams", 0, 100_000),
     "STREAMPROC_PARTITIONS": ("partitions", 1, 10_000),
     "STREAMPROC_REPLICATION_FACTOR": ("replication_factor", 1, 32_767),
@@ -100,6 +101,8 @@ class Settings:
     """HTTP requests handled at once (``/healthz`` and ``/readyz`` not counted); the others wait for a turn ..."""
     web_queue_wait_ms: int = 5_000
     """... at most this long, then get 503 with ``Retry-After``."""
+    web_cpu_percent: int = 50
+    """The HTTP server thread's CPU budget, percent of one core (health checks not counted); 100 = none."""
     web_max_streams: int = 100
     """Open ``/events/stream`` connections; more get 503."""
     store: str = "memory://"

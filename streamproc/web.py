@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import sys
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from importlib import resources
@@ -154,7 +155,9 @@ def make_web_app(runtime: Runtime, settings: Settings, silences: Any = None, *,
                  home: asyncio.AbstractEventLoop | None = None) -> web.Application:
     """The aiohttp application of a worker. ``home``: the processing loop, when the app is served from
     another (:class:`WebServer`); the read model is then refreshed by the caller."""
-    limiter = Limiter(settings.web_max_concurrent, settings.web_queue_wait_ms / 1000)
+    # The CPU budget needs a thread of its own to measure: on the processing loop (home None) it is off.
+    share = settings.web_cpu_percent / 100 if home is not None else 1.0
+    limiter = Limiter(settings.web_max_concurrent, settings.web_queue_wait_ms / 1000, share)
     read_model = ReadModel(runtime, max_age_s=settings.web_snapshot_max_age_ms / 1000, home=home)
     app = web.Application(client_max_size=1 << 20, middlewares=[_limit_middleware(limiter)])
     install_token_auth(app, settings.api_token)  # STREAMPROC_API_TOKEN: writes need it, reads stay open
@@ -194,6 +197,12 @@ def _refresh(read_model: ReadModel) -> Callable[[web.Application], AsyncIterator
     return refresh
 
 
+SWITCH_INTERVAL_S = 0.0005
+"""How long a thread holds the GIL while another waits for it. At Python's default (5 ms) each socket write
+of the processing or the web thread waited up to 5 ms to get the GIL back from the other one, busy with
+requests or records: 200 readers halved both. At 0.5 ms both ran faster (docs/performance.md)."""
+
+
 class WebServer:
     """The worker's HTTP server on a thread and event loop of its own.
 
@@ -213,6 +222,7 @@ class WebServer:
     async def start(self) -> None:
         """Listen (raises what binding raised); call on the processing loop."""
         home = asyncio.get_running_loop()
+        sys.setswitchinterval(SWITCH_INTERVAL_S)
         app = make_web_app(self.runtime, self.settings, self.silences, home=home)
         self._refresh = home.create_task(app[READ_MODEL].run(), name="read-model refresh")
         started: concurrent.futures.Future[None] = concurrent.futures.Future()

@@ -13,7 +13,7 @@ import pytest
 from streamproc.broker import free_port
 from streamproc.demand import ProductState
 from streamproc.features import trending
-from streamproc.read_model import TOP_N, ReadModel
+from streamproc.read_model import TOP_N, Limiter, ReadModel
 from streamproc.runtime import Runtime
 from streamproc.settings import Settings
 from streamproc.web import WebServer
@@ -83,3 +83,54 @@ async def test_the_web_server_answers_from_its_own_thread_and_builds_on_the_home
     finally:
         ReadModel._build = real_build  # type: ignore[method-assign]
         await server.stop()
+
+
+class _Cpu:
+    """A thread-CPU clock the test advances by hand, with a wall clock that follows asyncio's sleeps."""
+
+    def __init__(self) -> None:
+        self.cpu = 0.0
+
+    def wall(self) -> float:
+        return asyncio.get_running_loop().time()
+
+
+async def test_the_cpu_budget_admits_requests_as_it_refills() -> None:
+    c = _Cpu()
+    lim = Limiter(64, wait_s=5.0, cpu_share=0.5, clock=c.wall, cpu=lambda: c.cpu)
+    admitted: list[float] = []
+
+    async def request(cost_s: float) -> bool:
+        async with lim.turn() as ok:
+            if ok:
+                admitted.append(c.wall())
+                c.cpu += cost_s  # the handler's CPU
+            return bool(ok)
+
+    t0 = c.wall()
+    assert await request(0.2)  # the saved-up budget (50 ms) is positive: admitted, then 150 ms in debt
+    results = await asyncio.gather(*(request(0.01) for _ in range(5)))
+    assert results == [True] * 5
+    # 150 ms of debt at half a core takes 0.3 s to repay; each further 10 ms request costs 20 ms of wall time
+    assert admitted[1] - t0 == pytest.approx(0.3, abs=0.02)
+    assert admitted[-1] - admitted[1] == pytest.approx(0.08, abs=0.02)
+
+
+async def test_a_request_the_budget_cannot_admit_in_time_gets_turned_away() -> None:
+    c = _Cpu()
+    lim = Limiter(64, wait_s=0.1, cpu_share=0.5, clock=c.wall, cpu=lambda: c.cpu)
+    async with lim.turn() as ok:
+        assert ok
+        c.cpu += 1.0  # two seconds of debt at half a core
+    async with lim.turn() as ok:
+        assert not ok
+    assert lim.rejected == 1
+
+
+async def test_a_share_of_one_core_or_more_turns_the_budget_off() -> None:
+    c = _Cpu()
+    lim = Limiter(64, wait_s=0.0, cpu_share=1.0, clock=c.wall, cpu=lambda: c.cpu)
+    for _ in range(3):
+        async with lim.turn() as ok:
+            assert ok
+            c.cpu += 10.0
