@@ -194,7 +194,8 @@ class Story:
         latest = (triggers.get("latest") or [None])[0]
         tail = ""
         if latest:
-            tail = f"; latest: {_TRIGGER_WORDS.get(latest['kind'], latest['kind'])} {latest['user_id']}"
+            # no user id: the console is a log, and user ids are personal data (the dashboard shows them)
+            tail = f"; latest: {_TRIGGER_WORDS.get(latest['kind'], latest['kind'])}"
             if latest.get("product_ids"):
                 tail += f" ({', '.join(latest['product_ids'][:3])})"
         return f"[triggers] {when:>7}  {total:,} published: {parts}{tail}"

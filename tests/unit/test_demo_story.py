@@ -122,6 +122,7 @@ def test_triggers_line_reports_counts_by_kind_and_the_latest_only_when_they_chan
             "total": 1204, "latest": [{"kind": "cart_abandoned", "user_id": "U000042", "product_ids": ["P00007"]}]}
     line = story.triggers_line(view, LIVE + 3 * MIN)
     assert line == ("[triggers]  +3 min  1,204 published: cart abandoned 1,200 · browse abandoned 3 · win-back 1 · "
-                    "interest surging 0; latest: cart abandoned U000042 (P00007)")
+                    "interest surging 0; latest: cart abandoned (P00007)")
+    assert "U000042" not in line
     assert story.triggers_line(view, LIVE + 4 * MIN) is None  # unchanged
     assert story.summary().endswith("; 1,204 marketing triggers")
