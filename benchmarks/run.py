@@ -337,11 +337,11 @@ def _sentiment_results(run: Run, sent: dict[str, Any]) -> None:
 def _customer_sections(run: Run, bootstrap: str, tmp: Path) -> None:
     """Bytes per customer (engine heap, worker RSS, changelog) and cart_abandoned latency (customers.py)."""
     o, n = run.out, run.notes
-    heap = run.section("customer_heap", customers.heap_per_customer, 4, 20_000)
+    heap = run.section("customer_heap", customers.heap_per_customer, 4, 10_000)
     if heap:
         run.detail["customer_heap"] = heap
         o["bytes_per_customer_heap"] = heap["heap_bytes_per_customer"]
-        n["bytes_per_customer_heap"] = heap["method"] + (f"; 4 stages of 20,000 customers; one snapshot: "
+        n["bytes_per_customer_heap"] = heap["method"] + (f"; 4 stages of 10,000 customers; one snapshot: "
                                                          f"{heap['snapshot_bytes_per_customer']:.0f} bytes")
     mem = run.section("customer_memory", customers.worker_memory, bootstrap, tmp, 4, 10_000)
     if mem:
