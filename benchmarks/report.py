@@ -105,6 +105,13 @@ ROWS: list[tuple[str, str, str | None]] = [
     ("bytes_per_quiet_product_rocksdb", "bytes", "bytes_per_quiet_product"),
     ("bytes_per_product_rocksdb", "bytes", "bytes_per_product"),
     ("rocksdb_disk_bytes_per_product", "bytes", None),
+    ("bytes_per_customer", "bytes", "bytes_per_product"),
+    ("bytes_per_customer_heap", "bytes", "bytes_per_customer"),
+    ("customer_changelog_bytes_per_customer", "bytes", "bytes_per_customer"),
+    ("customer_changelog_bytes_written_per_customer", "bytes", "customer_changelog_bytes_per_customer"),
+    ("trigger_latency_p50_s", "s", None),
+    ("trigger_latency_p99_s", "s", "alert_latency_p99_s"),
+    ("trigger_latency_after_bucket_final_p99_s", "s", "trigger_latency_p99_s"),
     ("loadgen_target_events_per_s", "events/s", None),
     ("loadgen_achieved_events_per_s", "events/s", "loadgen_target_events_per_s"),
     ("loadgen_producer_errors", "records", None),
@@ -121,7 +128,7 @@ ROWS: list[tuple[str, str, str | None]] = [
 FULL_ONLY = {k for k, _, _ in ROWS if k.startswith(("demand_events_per_s_", "loadgen_"))} | {
     "bytes_per_product_rocksdb", "rocksdb_disk_bytes_per_product", "forecast_mase_5m", "forecast_mase_1h",
     "bytes_per_quiet_product", "bytes_per_quiet_product_rocksdb",
-    "forecast_interval_coverage"}
+    "forecast_interval_coverage"} | {k for k, _, _ in ROWS if "customer" in k or k.startswith("trigger_")}
 """Rows of the full run only: left out of the table when the results do not have the key (--quick, older runs)."""
 
 

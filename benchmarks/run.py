@@ -14,7 +14,9 @@ on the embedded broker: (a) a bare aiokafka consumer + orjson, (b) the Faust app
 Full run only: (c) again on 60k fresh records per point with ids drawn uniformly from 1k / 100k / 1M products
 (4 partitions) and from 1k products on 1 / 8 partitions (``throughput.curve``); worker memory with
 ``STREAMPROC_STORE=rocksdb://`` as well as the memory store (``latency.memory``); and ``python -m streamproc
-generate`` at a 50,000 events/s target for 5 s (``loadgen_rate.py``).
+generate`` at a 50,000 events/s target for 5 s (``loadgen_rate.py``); customers (``customers.py``): bytes per
+customer in the engine's heap, in the worker's RSS and in the customers' changelog, and how long after its due
+time a ``cart_abandoned`` trigger is published in a real-time run.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path[:0] = [str(HERE), str(REPO)]
 
+import customers  # noqa: E402
 import latency  # noqa: E402
 import loadgen_rate  # noqa: E402
 import orjson  # noqa: E402
@@ -52,7 +55,10 @@ KEYS = ("raw_consume_events_per_s", "batch_ceiling_events_per_s", "naive_faust_e
         "nab_public_standard", "forecast_mase_5m", "forecast_mase_1h", "forecast_interval_coverage")
 CURVE_KEYS = tuple(f"demand_events_per_s_products_{n}" for n in tp.CURVE_PRODUCTS) + tuple(
     f"demand_events_per_s_partitions_{n}" for n in tp.CURVE_PARTITIONS)
-FULL_ONLY_KEYS = (*CURVE_KEYS, "bytes_per_product_rocksdb", "rocksdb_disk_bytes_per_product",
+CUSTOMER_KEYS = ("bytes_per_customer", "bytes_per_customer_heap", "customer_changelog_bytes_per_customer",
+                 "customer_changelog_bytes_written_per_customer", "trigger_latency_p50_s", "trigger_latency_p99_s",
+                 "trigger_latency_after_bucket_final_p99_s")
+FULL_ONLY_KEYS = (*CURVE_KEYS, *CUSTOMER_KEYS, "bytes_per_product_rocksdb", "rocksdb_disk_bytes_per_product",
                   "bytes_per_quiet_product", "bytes_per_quiet_product_rocksdb",
                   "loadgen_target_events_per_s", "loadgen_achieved_events_per_s", "loadgen_producer_errors")
 LOADGEN_TARGET_EPS = 50_000.0
@@ -255,6 +261,7 @@ def main(argv: list[str] | None = None) -> int:
                     if mem_q:
                         _quiet_memory_results(run, mem_q, key)
             if not quick:
+                _customer_sections(run, broker.bootstrap, tmp)
                 cur = run.section("throughput_curve", tp.curve, broker.bootstrap, tmp, 60_000)
                 if cur:
                     _curve_results(run, cur)
@@ -325,6 +332,43 @@ def _sentiment_results(run: Run, sent: dict[str, Any]) -> None:
         run.notes["sentiment_worker_reviews_per_s"] = (
             f"python -m streamproc worker, {w['reviews']} reviews pre-loaded on its reviews topic (4 partitions), "
             f"counted from /metrics; {w.get('mean_reviews_per_scorer_call')} reviews per scorer call")
+
+
+def _customer_sections(run: Run, bootstrap: str, tmp: Path) -> None:
+    """Bytes per customer (engine heap, worker RSS, changelog) and cart_abandoned latency (customers.py)."""
+    o, n = run.out, run.notes
+    heap = run.section("customer_heap", customers.heap_per_customer, 4, 10_000)
+    if heap:
+        run.detail["customer_heap"] = heap
+        o["bytes_per_customer_heap"] = heap["heap_bytes_per_customer"]
+        n["bytes_per_customer_heap"] = heap["method"] + (f"; 4 stages of 10,000 customers; one snapshot: "
+                                                         f"{heap['snapshot_bytes_per_customer']:.0f} bytes")
+    mem = run.section("customer_memory", customers.worker_memory, bootstrap, tmp, 4, 10_000)
+    if mem:
+        run.detail["customer_memory"] = mem
+        o["bytes_per_customer"] = mem["bytes_per_customer"]
+        o["customer_changelog_bytes_per_customer"] = mem["changelog_bytes_per_customer"]
+        o["customer_changelog_bytes_written_per_customer"] = mem["changelog_bytes_written_per_customer"]
+        n["bytes_per_customer"] = mem["method"] + "; compare bytes_per_product (a product's hot state)"
+        n["customer_changelog_bytes_per_customer"] = (
+            "on disk: key + value bytes of the newest record per customer in <app id>-customers-changelog (what "
+            "compaction keeps; the broker's own overhead per record not included). Customers have no local "
+            "RocksDB files (docs/customers.md)")
+        n["customer_changelog_bytes_written_per_customer"] = (
+            "every changelog record written per customer (a customer changed in several checkpoints is written "
+            "again each time, until compaction)")
+    lat = run.section("trigger_latency", customers.trigger_latency, bootstrap, tmp, 120.0, 300)
+    if lat:
+        run.detail["trigger_latency"] = lat
+        o["trigger_latency_p50_s"] = lat["trigger_latency_p50_s"]
+        o["trigger_latency_p99_s"] = lat["trigger_latency_p99_s"]
+        o["trigger_latency_after_bucket_final_p99_s"] = lat["after_bucket_final_p99_s"]
+        n["trigger_latency_p99_s"] = (
+            f"{lat['triggers']} cart_abandoned triggers in a real-time run ({lat['wall_s']:.0f} s, "
+            f"{lat['sent_eps']:.0f} records/s): the trigger's record timestamp on marketing-triggers minus the wall "
+            "time at which the producer sent event time past its due time + allowed lateness. The customer "
+            f"watermark follows the products' final buckets ({lat['bucket_ms'] // 1000} s), so a trigger waits up "
+            "to one bucket after it is due: trigger_latency_after_bucket_final_p99_s counts from the bucket's close")
 
 
 def _curve_results(run: Run, cur: dict[str, Any]) -> None:
@@ -423,7 +467,7 @@ def _fill_notes(run: Run) -> None:
                   "features_http_p99_ms_1", "features_http_p99_ms_100", "bytes_per_product"):
             if o.get(k) is None:
                 n.setdefault(k, "not measured in --quick")
-        n.setdefault("full_run_only", "throughput against products / partitions, RocksDB memory and the load "
+        n.setdefault("full_run_only", "throughput against products / partitions, RocksDB memory, customers and the load "
                                       "generator's rate are measured in the full run only")
     for k in (*KEYS, *FULL_ONLY_KEYS):
         if k in o and o[k] is None:

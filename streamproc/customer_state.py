@@ -93,6 +93,8 @@ class CustomerState:
     """When the cart counts as abandoned (armed by an add-to-cart, disarmed by any order)."""
     cart_ep: int = 0
     """Start of the session that armed ``cart_due``: the episode."""
+    cart_done: int | None = None
+    """The episode whose ``cart_abandoned`` has fired: its session does not arm another."""
     seen: dict[str, int] = field(default_factory=dict)
     """Viewed product -> last view time, most recent last."""
     aff: dict[str, float] = field(default_factory=dict)
@@ -180,7 +182,8 @@ def apply_click(c: CustomerState, ts_ms: int, product_id: str, category: str | N
         cart = c.cart if c.cart is not None else {}
         c.cart = cart
         cart[product_id] = cart.get(product_id, 0) + 1
-        c.cart_due, c.cart_ep = ts_ms + cfg.cart_abandon_ms, start
+        if c.cart_done != start:  # one per session, even when it fired before the session ended
+            c.cart_due, c.cart_ep = ts_ms + cfg.cart_abandon_ms, start
         if flags is not None:
             prods[product_id] = flags | CARTED
     else:

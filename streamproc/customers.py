@@ -277,6 +277,7 @@ class CustomerEngine:
         elif which == _CART:
             c.cart_due = None
             if c.cart:
+                c.cart_done = c.cart_ep
                 priced = [q * self.prices[p][1] for p, q in c.cart.items() if p in self.prices]
                 value = sum(priced) if priced else None
                 self._trigger(c, "cart_abandoned", due, str(c.cart_ep), sorted(c.cart),

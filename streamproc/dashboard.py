@@ -7,7 +7,8 @@ advanced unit's watermark), the firing alerts (with the silences muting them), t
 orders and by clicks with the last hour of bucket counts (``series``, oldest first, one value per
 bucket; only products with activity on that signal in the last 5 minutes), sentiment over 24 h per
 reviewed product (ranked by the negative share shrunk towards the shop-wide one, so that one bad review
-out of one does not top the table), and processor
+out of one does not top the table), marketing triggers (``triggers``: this worker's counts by kind and the
+latest few, trigger_feed.py), and processor
 health: records per second per input topic, watermark delay, consumer lag, dead letters per second,
 webhook delivery. In a worker the snapshot is made once per read-model snapshot (read_model.py) and shared
 by every reader.
@@ -28,6 +29,7 @@ from .demand import CARTS, HOUR_MS, ORDERS, VIEWS, ProductState
 from .features import trending
 from .observability import RateTracker, sample_values
 from .settings import INPUT_TOPICS
+from .trigger_feed import TriggerFeed
 
 __all__ = ["add_dashboard_routes", "dashboard_state", "product_series", "STREAM_INTERVAL_S"]
 
@@ -157,6 +159,11 @@ def dashboard_state(rt: Any, *, silences: Any = None, rates: RateTracker | None 
     else:
         sentiment, negative_prior = rank_sentiment(rt.engine.index.values(), SENTIMENT_LIMIT)
         ranked = {sig: trending(rt.engine.index, sig, len(rt.engine.index)) for sig in ("orders", "clicks")}
+    if snapshot is not None:
+        triggers = snapshot.triggers
+    else:
+        feed = getattr(rt, "triggers", None)
+        triggers = None if feed is None else feed.view()
     active = [s for s in store.silences.values() if s.state(now) == "active"] if store is not None else []
     marks = [wm for wm in rt.engine.watermarks().values() if wm is not None]
     return {
@@ -166,6 +173,8 @@ def dashboard_state(rt: Any, *, silences: Any = None, rates: RateTracker | None 
         "alerts": alerts,
         "trending": {sig: _trending(ranked[sig], sig, bucket_ms, limit) for sig in ("orders", "clicks")},
         "sentiment": sentiment,
+        "triggers": triggers if triggers is not None else TriggerFeed().view(),
+        "triggers_enabled": bool(rt.settings.customers),
         "sentiment_model": any(r["sentiment_mean_24h"] is not None for r in sentiment),
         "negative_share_shop_24h": negative_prior,
         "silences_active": len(active),

@@ -4,8 +4,9 @@ alerts, and the web UI — all on this machine, stopped cleanly by Ctrl-C or ``-
 The traffic starts with half an hour of history (event time), loaded as fast as the worker takes it, so
 the detectors have a baseline; the live part then runs at ten times the wall clock, with an injected
 surge a few minutes (event time) in, a negative-review spike on another product a few minutes after it
-and a drop later, repeating every 40 minutes. The console tells that story (:mod:`streamproc.demo_story`):
-the plan, each injection when it starts, each alert once marked as matching an injection or not. The
+and a drop later, repeating every 40 minutes. The same traffic's customers (sessions, carts, orders) make
+marketing triggers. The console tells that story (:mod:`streamproc.demo_story`): the plan, each injection
+when it starts, each alert once marked as matching an injection or not, and the triggers published. The
 worker's own log goes to ``<STREAMPROC_DATA_DIR>/demo-worker.log``.
 """
 
@@ -36,6 +37,9 @@ __all__ = ["run_demo", "split_at"]
 LIVE_SPEED = 10.0
 DEMO_RATE_EPS = 40.0
 HISTORY_MS = 30 * 60_000
+CART_ABANDON_MS = 15 * 60_000
+TRIGGERS_EVERY_S = 20.0
+"""How often the console reports the marketing triggers published (when their number changed)."""
 
 
 def split_at(items: Iterator[tuple[str, bytes, bytes, int]], cut_ms: int) -> tuple[Iterator[Any], Iterator[Any]]:
@@ -72,6 +76,21 @@ def _announcing(items: Iterator[generator.Event], story: Story) -> Iterator[gene
         yield item
 
 
+async def _report_triggers(url: str, story: Story) -> None:
+    """Every ``TRIGGERS_EVERY_S``, a ``[triggers]`` line from the worker's dashboard state when it changed."""
+    import aiohttp
+
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
+        while True:
+            await asyncio.sleep(TRIGGERS_EVERY_S)
+            with contextlib.suppress(aiohttp.ClientError, TimeoutError, ValueError, KeyError):
+                async with session.get(url + "/dashboard/state") as r:
+                    st = orjson.loads(await r.read())
+                line = story.triggers_line(st["triggers"], st.get("watermark_ms"))
+                if line is not None:
+                    print(line, flush=True)
+
+
 def _tail(path: Path, lines: int = 20) -> str:
     with contextlib.suppress(OSError):
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
@@ -97,6 +116,9 @@ async def _main(settings: Settings, bootstrap: str, duration_s: float | None, we
     # Show product alerts on the receiver even while a surge of their whole category covers them.
     env.setdefault("STREAMPROC_WEBHOOK_SEND_INHIBITED", "1")
     env.setdefault("STREAMPROC_WEBHOOK_GROUP_WAIT_MS", "1000")
+    # A cart counts as abandoned after 15 min of event time (90 s at 10x) rather than an hour, so the
+    # history's abandoned carts show as triggers once it is loaded.
+    env.setdefault("STREAMPROC_CART_ABANDON_MS", str(CART_ABANDON_MS))
     # The worker's log (alerts again, Faust's warnings) goes to a file: the console tells the story.
     log_path = Path(settings.data_dir) / "demo-worker.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -106,6 +128,9 @@ async def _main(settings: Settings, bootstrap: str, duration_s: float | None, we
     print(f"streamproc demo: broker {bootstrap}\n  dashboard  http://127.0.0.1:{web_port}/\n"
           f"  alerts     http://127.0.0.1:{web_port}/alerts\n  webhook receiver on port {hook_port}\n"
           f"  worker log {log_path}\n  Ctrl-C stops everything.", flush=True)
+    print(f"  customers: marketing triggers on the dashboard and every {TRIGGERS_EVERY_S:.0f} s here ([triggers]); a "
+          f"cart counts as abandoned after {int(env['STREAMPROC_CART_ABANDON_MS']) // 60_000} min of event time",
+          flush=True)
     started = time.monotonic()
     for line in story.plan_lines(horizon_ms=int((duration_s or 240) * 1000 * LIVE_SPEED)):
         print(line, flush=True)
@@ -120,6 +145,7 @@ async def _main(settings: Settings, bootstrap: str, duration_s: float | None, we
                               topic_names=names)
 
     task = asyncio.create_task(traffic())
+    reporter = asyncio.create_task(_report_triggers(f"http://127.0.0.1:{web_port}", story))
     try:
         while True:
             await asyncio.sleep(0.5)
@@ -132,9 +158,10 @@ async def _main(settings: Settings, bootstrap: str, duration_s: float | None, we
             if duration_s is not None and time.monotonic() - started >= duration_s:
                 return 0
     finally:
-        task.cancel()
-        with contextlib.suppress(BaseException):
-            await task
+        for t in (task, reporter):
+            t.cancel()
+            with contextlib.suppress(BaseException):
+                await t
         stop_process_group(worker)
         await runner.cleanup()
         print(f"streamproc demo: stopped; {story.summary()}", flush=True)

@@ -1,5 +1,5 @@
-"""What ``streamproc demo`` prints: the injection plan, each injection as it starts, and each alert once,
-marked as matching an injection or not. Pure: no I/O and no clock; :mod:`streamproc.demo` prints the lines.
+"""What ``streamproc demo`` prints: the injection plan, each injection as it starts, each alert once,
+marked as matching an injection or not, and the marketing triggers published so far. Pure: no I/O and no clock; :mod:`streamproc.demo` prints the lines.
 
 Times on the console are event time relative to the start of the live traffic (``+3 min``); the demo's
 event time runs ten times as fast as the wall clock, so ``+1 min`` is about six seconds later.
@@ -19,6 +19,8 @@ MATCH_SLACK_MS = 10 * MINUTE_MS
 """An alert whose window starts up to this long after an injection ended still counts as caused by it
 (detectors need a few buckets of evidence, and a drop is only sure after some empty ones)."""
 
+_TRIGGER_WORDS = {"cart_abandoned": "cart abandoned", "browse_abandoned": "browse abandoned",
+                  "win_back": "win-back", "interest_surging": "interest surging"}
 _KIND_WORDS = {
     "demand_surge": "demand surge",
     "demand_drop": "demand drop",
@@ -118,6 +120,9 @@ class Story:
     started: set[int] = field(default_factory=set)
     printed: set[tuple[str, str, str]] = field(default_factory=set)
     """(alert_id, status, severity) already shown: redeliveries and repeats of a firing incident are not."""
+    triggers_total: int = 0
+    triggers_counts: dict[str, int] = field(default_factory=dict)
+    """Marketing triggers published by kind, as of the last ``[triggers]`` line."""
 
     def plan_lines(self, horizon_ms: int) -> list[str]:
         """The injections that start within ``horizon_ms`` of event time after the live start, and how many
@@ -175,6 +180,26 @@ class Story:
         return (f"[webhook] {when:>8}  {status.upper():8} {lab.get('alertname', ''):<22} {subject} "
                 f"({lab.get('signal')}, {lab.get('severity')}) {mark}{note}: {desc}")
 
+    def triggers_line(self, triggers: Mapping[str, Any], watermark_ms: int | None) -> str | None:
+        """The marketing triggers the worker has published (``triggers``: the dashboard's ``triggers``), as
+        of event time ``watermark_ms``; None when nothing changed since the last line."""
+        counts = triggers.get("counts") or {}
+        total = int(triggers.get("total") or 0)
+        if total == self.triggers_total:
+            return None
+        self.triggers_total = total
+        self.triggers_counts = dict(counts)
+        when = _offset(watermark_ms, self.live_start_ms) if watermark_ms is not None else "?"
+        parts = " · ".join(f"{_TRIGGER_WORDS.get(k, k)} {int(n):,}" for k, n in counts.items())
+        latest = (triggers.get("latest") or [None])[0]
+        tail = ""
+        if latest:
+            # no user id: the console is a log, and user ids are personal data (the dashboard shows them)
+            tail = f"; latest: {_TRIGGER_WORDS.get(latest['kind'], latest['kind'])}"
+            if latest.get("product_ids"):
+                tail += f" ({', '.join(latest['product_ids'][:3])})"
+        return f"[triggers] {when:>7}  {total:,} published: {parts}{tail}"
+
     def summary(self) -> str:
         """The closing line."""
         started = sorted(self.started)
@@ -182,4 +207,5 @@ class Story:
         return (f"{self.firing} alerts fired ({self.firing_matched} matching an injection, "
                 f"{self.firing - self.firing_matched} not injected), {self.resolved} resolved; "
                 f"{len(started) - len(missed)} of {len(started)} started injections alerted"
-                + (f" (no alert yet for #{', #'.join(map(str, missed))})" if missed else ""))
+                + (f" (no alert yet for #{', #'.join(map(str, missed))})" if missed else "")
+                + (f"; {self.triggers_total:,} marketing triggers" if self.triggers_total else ""))

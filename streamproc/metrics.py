@@ -26,6 +26,8 @@ class Metrics:
         self.alerts = Counter("streamproc_alerts_total", "Alert transitions", ["alertname", "status"], registry=r)
         self.features_published = Counter(
             "streamproc_features_published_total", "Feature records published", registry=r)
+        self.triggers = Counter(
+            "streamproc_marketing_triggers_total", "Marketing triggers published", ["kind"], registry=r)
         self.webhook_deliveries = Counter(
             "streamproc_webhook_deliveries_total", "Webhook POSTs by outcome", ["receiver", "outcome"], registry=r)
         self.webhook_queue = Gauge("streamproc_webhook_queue_depth", "Alerts waiting for delivery", ["receiver"],

@@ -31,6 +31,9 @@ class RuntimeCollector(Collector):
         tables = GaugeMetricFamily("streamproc_table_keys", "Entries in the worker's state tables", labels=["table"])
         tables.add_metric(["products"], rt.engine.product_count())
         tables.add_metric(["recent_alerts"], len(rt.recent_alerts))
+        customers = getattr(rt, "customers", None)
+        if customers is not None:
+            tables.add_metric(["customers"], sum(len(e.customers) for e in customers.engines.values()))
         store = getattr(getattr(rt, "notifier", None), "silences", None)
         if store is not None and hasattr(store, "silences"):
             tables.add_metric(["silences"], len(store.silences))

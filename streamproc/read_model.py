@@ -52,6 +52,8 @@ class Snapshot:
     products: int
     negative_prior: float | None = None
     """The shop-wide negative share of the last 24 h (``None`` without scored reviews)."""
+    triggers: dict[str, Any] | None = None
+    """Marketing triggers published by this worker: counts by kind and the latest few (trigger_feed.py)."""
     build_s: float = 0.0
     cache: dict[str, bytes] = field(default_factory=dict)
     """Response bodies derived from this snapshot (dashboard state, metrics text), made once each."""
@@ -174,8 +176,10 @@ class ReadModel:
         firing.sort(key=lambda a: a["starts_at"], reverse=True)
         sentiment, prior = rank_sentiment(reviewed, self.sentiment_limit)  # the shop-wide share needs them all
         cpu += time.perf_counter() - t0
+        feed = getattr(self.runtime, "triggers", None)
         snap = Snapshot(built_at=started, trending=trending, firing=firing,
-                        sentiment=sentiment, products=len(products), build_s=max(cpu, 0.0), negative_prior=prior)
+                        sentiment=sentiment, products=len(products), build_s=max(cpu, 0.0), negative_prior=prior,
+                        triggers=None if feed is None else feed.view())
         self.snapshot = snap
         self.rebuilds += 1
         return snap

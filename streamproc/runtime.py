@@ -39,6 +39,7 @@ from .logs import alert_fields
 from .metrics import Metrics
 from .sentiment import Scorer, Sentiment
 from .settings import Settings
+from .trigger_feed import TriggerFeed
 
 __all__ = ["Record", "Runtime", "partition_for", "ORDER_ITEMS", "CUSTOMER_EVENTS"]
 
@@ -102,6 +103,8 @@ class Runtime:
                                                   retention_ms=settings.customer_retention_ms),
                                    settings.partitions, self.instance)
         """Customer features and marketing triggers (customer_runtime.py), one engine per unit."""
+        self.triggers = TriggerFeed()
+        """Published marketing triggers by kind and the latest few, for the dashboard (trigger_feed.py)."""
         self.customer_lock = asyncio.Lock()
         """Held while customer outputs are published and while a customer is erased: a tombstone is never
         overtaken by a features record of the same tick."""
@@ -375,9 +378,9 @@ class Runtime:
         """Close what became final and publish the results."""
         holds = self.holds()
         closed: list[Output] = []
-        # One wall time for every slice: the runner marked the streams with a backlog as active just before
-        # this call, and a tick slower than the idle timeout must not see them go idle half-way (the unit's
-        # watermark would then jump to its most advanced stream and make the others' backlog late).
+        # Every slice advances the watermarks at the tick's start: the backlogged streams were marked active
+        # for that instant (runner.py). Slices that outlast the idle timeout (a month of buckets closing on a
+        # loaded machine) must not see those streams as idle and move a unit to its most advanced stream.
         wall_ms = self.clock.now_ms()
         while True:  # in slices of TICK_SLICE closes: the consumer's heartbeat and the HTTP API run between them
             started = time.perf_counter()
@@ -469,6 +472,9 @@ class Runtime:
     async def _publish_customer(self, o: Any) -> None:
         topic = "marketing-triggers" if o.kind == "trigger" else "customer-features"
         await self.send(topic, o.key.encode(), None if o.value is None else orjson.dumps(o.value), None)
+        if o.kind == "trigger":
+            self.triggers.record(o.value, self.clock.now_ms())
+            self.metrics.triggers.labels(o.value["kind"]).inc()
 
     def customer_features(self, user_id: str) -> dict[str, Any] | None:
         """The customer's live features; None when unknown here (or owned by another worker)."""
@@ -486,6 +492,7 @@ class Runtime:
         async with self.customer_lock:
             for o in eng.erase(user_id):
                 await self._publish_customer(o)
+            self.triggers.forget(user_id)
             self.customers.shared_dirty.add(unit)
         return known
 

@@ -132,6 +132,26 @@ function renderSentiment(rows, model, prior) {
     `</tr></thead><tbody>${body}</tbody>`);
 }
 
+const TRIGGER_LABELS = {cart_abandoned: "cart abandoned", browse_abandoned: "browse abandoned",
+  win_back: "win-back", interest_surging: "interest surging"};
+
+function renderTriggers(tr, enabled, nowMs) {
+  $("triggers-section").dataset.now = nowMs;  // the snapshot's wall clock: what the counts are as of
+  const total = $("trigger-total");
+  total.textContent = enabled ? num(tr.total) : "off";
+  total.title = enabled ? "triggers published" : "customer features are off (STREAMPROC_CUSTOMERS=0)";
+  setHTML("trigger-counts", Object.entries(tr.counts).map(([k, n]) =>
+    `<div class="card" data-kind="${esc(k)}" data-count="${n}"><div class="k">${esc(TRIGGER_LABELS[k] || k)}</div>` +
+    `<div class="v">${num(n)}</div></div>`).join(""));
+  if (!tr.latest.length) { setHTML("triggers", '<tbody><tr><td class="muted">no triggers yet</td></tr></tbody>'); return; }
+  const body = tr.latest.map(t => `<tr data-kind="${esc(t.kind)}" data-trigger="${esc(t.trigger_id)}">
+    <td>${esc(TRIGGER_LABELS[t.kind] || t.kind)}</td><td>${esc(t.user_id)}</td>
+    <td>${esc((t.product_ids || []).join(", "))}</td><td class="muted">${esc(t.reason)}</td>
+    <td class="num">${utc(t.ts)}</td></tr>`).join("");
+  setHTML("triggers", `<thead><tr><th>kind</th><th>customer</th><th>products</th><th>why</th>` +
+    `<th class="num">due (event time)</th></tr></thead><tbody>${body}</tbody>`);
+}
+
 function render(st) {
   last = st; lastAt = Date.now();
   const ready = $("ready");
@@ -144,6 +164,7 @@ function render(st) {
   renderTrend("trend-orders", "orders", st.trending.orders);
   renderTrend("trend-clicks", "clicks", st.trending.clicks);
   renderSentiment(st.sentiment, st.sentiment_model, st.negative_share_shop_24h);
+  if (st.triggers) renderTriggers(st.triggers, st.triggers_enabled, st.now_ms);
   $("sentiment").dataset.prior = st.negative_share_shop_24h ?? "";
 }
 

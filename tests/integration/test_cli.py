@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -66,8 +67,10 @@ def test_demo_shows_the_injected_surge_within_90s_and_ctrl_c_leaves_nothing(tmp_
     children: set[int] = set()
     surge_product = None
     seen_on_receiver = seen_on_api = False
+    triggers: dict[str, Any] = {}
     try:
-        while time.monotonic() - started < 90 and not (seen_on_receiver and seen_on_api):
+        while time.monotonic() - started < 90 and not (seen_on_receiver and seen_on_api and _triggered(triggers)
+                                                       and "[triggers]" in log.read_text()):
             time.sleep(1)
             children.update(_children_of(proc.pid))
             for c in list(children):
@@ -85,7 +88,17 @@ def test_demo_shows_the_injected_surge_within_90s_and_ctrl_c_leaves_nothing(tmp_
                                                                timeout=2).read())
                     seen_on_api = any(a["labels"]["product_id"] == surge_product
                                       and a["labels"]["alertname"] == "demand_surge" for a in body["alerts"])
+            if not _triggered(triggers):
+                with contextlib.suppress(OSError, ValueError):
+                    import urllib.request
+
+                    triggers = orjson.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/dashboard/state",
+                                                                   timeout=2).read())["triggers"]
         elapsed = time.monotonic() - started
+        # The demo's customers make marketing triggers, shown on the dashboard: the history's abandoned carts
+        # and browse loops at least, each listed with the customer and the products.
+        assert _triggered(triggers), triggers
+        assert triggers["latest"] and all(t["user_id"] and t["product_ids"] for t in triggers["latest"]), triggers
         assert seen_on_receiver, log.read_text()[-3000:]
         assert seen_on_api, log.read_text()[-3000:]
         assert elapsed <= 90
@@ -102,6 +115,11 @@ def test_demo_shows_the_injected_surge_within_90s_and_ctrl_c_leaves_nothing(tmp_
     text = log.read_text()
     assert "stopped;" in text
     _check_the_story(text, surge_product, tmp_path / "data" / "demo-worker.log")
+
+
+def _triggered(triggers: dict[str, Any]) -> bool:
+    counts = triggers.get("counts") or {}
+    return counts.get("cart_abandoned", 0) > 0 and counts.get("browse_abandoned", 0) > 0
 
 
 def _check_the_story(text: str, surge_product: str, worker_log: Path) -> None:
@@ -123,6 +141,8 @@ def _check_the_story(text: str, surge_product: str, worker_log: Path) -> None:
     # no Faust/aiokafka log lines, warnings or terminal escape codes on the console
     assert "WARNING" not in text and "buffer full" not in text and "\x1b[" not in text, text[-3000:]
     assert worker_log.exists() and "streamproc worker" in worker_log.read_text()
+    reported = [ln for ln in lines if ln.startswith("[triggers]")]
+    assert reported and "cart abandoned" in reported[-1] and "published" in reported[-1], reported
     summary = next(ln for ln in lines if "stopped;" in ln)
     assert "matching an injection" in summary and "started injections alerted" in summary
 

@@ -1,6 +1,8 @@
 """Acceptance of issue 16 on both brokers: marketing triggers of generated customer journeys equal the
 journeys' ground truth (precision and recall 1.0), whether the input arrives all at once or paced, across a
-SIGKILL of the worker mid-stream, and with two workers in one group.
+SIGKILL of the worker mid-stream, and with two workers in one group. After the all-at-once and the SIGKILL
+runs, ``GET /customers/{id}`` of 200 sampled customers equals their features computed independently from the
+generated events (``tests/customer_reference.py``).
 
 The journeys come from ``streamproc.customer_gen`` (its truth is written down while building them, never by
 running the engine). Its demand surges are product alerts: they are written, as the alert records a worker
@@ -19,12 +21,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import signal
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
@@ -37,6 +41,7 @@ from streamproc.customer_runtime import ALERT_PREFIX, encode_alert
 from streamproc.customer_state import HOUR_MS
 from streamproc.fronts import key_for
 from streamproc.settings import Settings
+from tests.customer_reference import by_user, reference
 
 from .reference import counted
 from .support import Worker, isolated_env, launch_worker, read_topic, values, wait_for, wait_ready
@@ -51,6 +56,8 @@ DAYS = int(os.environ.get("STREAMPROC_TEST_DAYS", "30"))
 and published, which is most of a run's cost; the journeys need only a catalogue per category, and a month
 holds every kind of episode."""
 PARTITIONS = 4
+SAMPLE = 200
+"""Customers whose ``GET /customers/{id}`` is compared with the reference."""
 PACED_S = 12.0
 """Wall seconds over which the paced replay spreads the month."""
 ENV = {"STREAMPROC_PARTITIONS": str(PARTITIONS), "STREAMPROC_BUCKET_MS": str(HOUR_MS),
@@ -165,6 +172,48 @@ def _check(broker: str, env: dict[str, str], g: Generated, *, copies_allowed: bo
     return {"triggers": len(got), "copies": copies, **kinds}
 
 
+async def _get_customers(url: str, ids: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Each id's ``GET /customers/{id}`` body (200s only), and ``GET /customers?ids=`` of them all."""
+    async with aiohttp.ClientSession() as s:
+        async def one(uid: str) -> Any:
+            async with s.get(f"{url}/customers/{uid}") as r:
+                assert r.status == 200, (uid, r.status)
+                return await r.json()
+
+        bodies = await asyncio.gather(*(one(uid) for uid in ids))
+        async with s.get(f"{url}/customers?ids={','.join(ids)}") as r:
+            many = {b["user_id"]: b for b in (await r.json())["results"]}
+    return dict(zip(ids, bodies, strict=True)), many
+
+
+def _check_features(worker: Worker, g: Generated) -> int:
+    """``GET /customers/{id}`` of a sample of customers equals the reference computed from their generated
+    events at the body's ``as_of_ms`` (cart prices from the orders of the customers of the same unit: each
+    unit has its engine; only those with a product the customer carted can price their cart). Returns how
+    many customers were compared."""
+    users = by_user(g.clicks, g.orders)
+    sample = random.Random(SEED).sample(sorted(users), min(SAMPLE, len(users)))
+    one, many = asyncio.run(_get_customers(worker.url, sample))
+    priced_by: dict[tuple[int, str], list[dict[str, Any]]] = {}  # (unit, product) -> the unit's orders of it
+    for o in g.orders:
+        for pid in {it["product_id"] for it in o["items"]}:
+            priced_by.setdefault((partition_for(o["user_id"], PARTITIONS), pid), []).append(o)
+    for uid in sample:
+        got = one[uid]["features"]
+        assert many[uid]["features"] is not None and many[uid]["status"] == "OK", uid
+        assert got["as_of_ms"] >= g.end_ms, (uid, got["as_of_ms"])  # every generated record applied
+        clicks, orders = users[uid]
+        unit = partition_for(uid, PARTITIONS)
+        carted = sorted({c["product_id"] for c in clicks if c["action"] == "add_to_cart"})
+        priced = [o for pid in carted for o in priced_by.get((unit, pid), [])]  # the rest price nothing here
+        want = reference(clicks, orders, priced, g.alerts, got["as_of_ms"])
+        assert {k: got[k] for k in want} == want, uid
+        assert {k: many[uid]["features"][k] for k in want} == want, uid
+    with_orders = [u for u in sample if one[u]["features"]["orders_total"]]
+    assert with_orders and any(one[u]["features"]["cart"]["units"] for u in sample)
+    return len(sample)
+
+
 def _stop(workers: list[Worker]) -> None:
     for w in workers:
         w.stop()
@@ -177,6 +226,9 @@ def test_all_at_once(broker: Any, tmp_path: Path, gen: Generated) -> None:
     worker = wait_ready(launch_worker(env, tmp_path), 90)
     try:
         stats = _check(broker, env, gen)
+        t1 = time.monotonic()
+        stats["features_checked"] = _check_features(worker, gen)
+        stats["features_s"] = round(time.monotonic() - t1, 1)
     finally:
         _stop([worker])
     print(f"{broker.kind}: all at once, {report.events} records: {stats}, {time.monotonic() - t0:.1f}s")
@@ -207,6 +259,9 @@ def test_sigkill_mid_stream_and_restart(broker: Any, tmp_path: Path, gen: Genera
     worker = wait_ready(launch_worker(env, tmp_path), 90)
     try:
         stats = _check(broker, env, gen, copies_allowed=True)
+        t1 = time.monotonic()
+        stats["features_checked"] = _check_features(worker, gen)  # restored state, records read again: no-ops
+        stats["features_s"] = round(time.monotonic() - t1, 1)
     finally:
         _stop([worker])
     print(f"{broker.kind}: killed after {killed_at:.0f} of {report.events} records: {stats}, "

@@ -5,8 +5,9 @@ The page is opened before the traffic is sent, so the surge has to arrive over t
 (no reload). The page's tables are checked as rendered: trending lists only products with activity, the
 sentiment table is ranked by evidence (the negative share shrunk towards the shop-wide share, computed
 here again from the counts shown), times are labelled UTC event time or wall clock, and nothing the page asks for is
-missing (favicon included). Then a silence is created from the alert's button and must show up in
-``GET /silences``.
+missing (favicon included). The marketing triggers panel counts what the worker published to
+``marketing-triggers`` (the history's abandoned carts). Then a silence is created from the alert's button and
+must show up in ``GET /silences``.
 A screenshot goes to the test's tmp_path and to ``test-output/`` at the repository root.
 
 Skipped only when Chromium (or Playwright) is missing *and* ``CI`` is not set: CI installs Chromium
@@ -31,7 +32,7 @@ import pytest
 from streamproc import generator, loadgen
 from streamproc.generator import Anomaly
 
-from .support import isolated_env, start_worker, wait_for
+from .support import isolated_env, read_topic, start_worker, values, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -41,7 +42,8 @@ REPO = Path(__file__).resolve().parents[2]
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 DETECTOR = {"STREAMPROC_DETECT_WARMUP_MS": str(15 * MIN), "STREAMPROC_DETECT_COOLDOWN_MS": str(60 * MIN),
-            "STREAMPROC_IDLE_TIMEOUT_MS": "2000"}
+            "STREAMPROC_IDLE_TIMEOUT_MS": "2000", "STREAMPROC_CART_ABANDON_MS": str(MIN)}
+"""Carts count as abandoned after a minute (the least allowed), so the history's carts make triggers."""
 
 
 def _chromium() -> str:
@@ -94,6 +96,39 @@ def _check_times(page: Any, key: str) -> None:
     meta = page.locator(f'.alert[data-dedup-key="{key}"] .meta').all_inner_texts()
     assert any(re.search(r"since \d\d:\d\d UTC \(event time\)", m) for m in meta), meta
     assert any("UTC (event time)" in m for m in meta), meta  # the description's window start, labelled
+
+
+def _published(bootstrap: str, topic: str, at_least: int = 0) -> dict[str, dict[str, Any]]:
+    """The marketing triggers on ``topic`` by ``trigger_id``, once there are ``at_least`` (or a deadline)."""
+    recs = _off_loop(lambda: asyncio.run(read_topic(bootstrap, topic, timeout_s=15, idle_s=0.5,
+                                                    until=lambda rs: len(rs) >= at_least)))
+    return {t["trigger_id"]: t for t in values(recs)}
+
+
+def _check_triggers(page: Any, bootstrap: str, topic: str) -> None:
+    """The triggers panel counts what the worker published to ``marketing-triggers``: for a snapshot taken
+    between two reads of the topic (the second waits until the topic holds as many as the panel counted:
+    the worker counts a trigger when it hands it to its producer), each kind's count lies between the two
+    reads' counts, and every trigger in the latest list is on the topic with that kind."""
+    page.wait_for_selector('#trigger-counts .card[data-kind="cart_abandoned"]:not([data-count="0"])',
+                           timeout=30_000)
+    before = _published(bootstrap, topic)
+    after_before_ms = time.time() * 1000
+    page.wait_for_function(f"Number(document.getElementById('triggers-section').dataset.now) > {after_before_ms}",
+                           timeout=10_000)
+    shown = dict(page.eval_on_selector_all("#trigger-counts .card[data-kind]",
+                                           "cs => cs.map(c => [c.dataset.kind, Number(c.dataset.count)])"))
+    latest = page.eval_on_selector_all("#triggers tbody tr[data-trigger]",
+                                       "rs => rs.map(r => [r.dataset.trigger, r.dataset.kind])")
+    after = _published(bootstrap, topic, sum(shown.values()))  # handed to the producer by then, flushed soon
+    assert set(shown) == {"cart_abandoned", "browse_abandoned", "win_back", "interest_surging"}, shown
+    for kind, n in shown.items():
+        lo = sum(t["kind"] == kind for t in before.values())
+        hi = sum(t["kind"] == kind for t in after.values())
+        assert lo <= n <= hi, (kind, lo, n, hi)
+    assert shown["cart_abandoned"] > 0 and latest, (shown, latest)
+    assert len(latest) == min(10, sum(shown.values()))
+    assert all(after[tid]["kind"] == kind for tid, kind in latest), latest
 
 
 def _off_loop(fn: Callable[[], T]) -> T:
@@ -153,6 +188,7 @@ def test_surge_shows_live_and_a_silence_is_created_from_the_page(embedded_broker
                 assert key is not None
                 _check_rankings(page)
                 _check_times(page, key)
+                _check_triggers(page, embedded_broker, env["STREAMPROC_TOPIC_MARKETING_TRIGGERS"])
                 favicon = page.request.get(worker.url + "/favicon.ico")
                 assert favicon.status == 200 and favicon.headers["content-type"] == "image/svg+xml"
 

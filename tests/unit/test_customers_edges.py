@@ -177,3 +177,24 @@ def test_memory_per_customer() -> None:
     tracemalloc.stop()
     print(f"bytes per customer: {per_customer:.0f}")
     assert per_customer < 4_000
+
+
+def test_a_session_abandons_its_cart_once_even_when_the_abandonment_is_shorter_than_the_session_gap() -> None:
+    """With ``cart_abandon_ms`` (here 5 min) below the 30-min session gap, a customer may come back to the same
+    session after its cart_abandoned fired and cart more: that session's episode has fired, so no second
+    trigger (it would carry the same trigger_id with other content). A later session is a new episode."""
+    feed = Feed(CustomerConfig(cart_abandon_ms=5 * MIN))
+    feed(click("u", T0, "P1", "add_to_cart"))
+    first = feed.triggers(T0 + 6 * MIN)
+    assert [(t["kind"], t["episode"], t["product_ids"]) for t in first] == [("cart_abandoned", str(T0), ["P1"])]
+    feed(click("u", T0 + 10 * MIN, "P2", "add_to_cart"))  # same session (within 30 min of the last click)
+    assert feed.triggers(T0 + 20 * MIN) == []
+    later = T0 + 2 * HOUR  # a new session
+    feed(click("u", later, "P3", "add_to_cart", sid="s2"))
+    again = feed.triggers(later + 6 * MIN)
+    assert [(t["kind"], t["episode"]) for t in again] == [("cart_abandoned", str(later))]
+    assert again[0]["trigger_id"] != first[0]["trigger_id"]
+    snap = feed.engine.snapshot("u")  # the fired episode survives a snapshot/restore
+    restored = CustomerEngine(CustomerConfig(cart_abandon_ms=5 * MIN))
+    restored.restore(snap)
+    assert orjson.loads(restored.snapshot("u")) == orjson.loads(snap)

@@ -350,3 +350,45 @@ def test_grafana_dashboard_plots_only_metrics_the_worker_exports() -> None:
     plotted = {re.sub(r"_(total|bucket|sum|count)$", "", n) for n in used} | used
     assert exported - plotted <= {"streamproc_products_tracked", "streamproc_webhook_retries",
                                   "streamproc_webhook_alerts"}, exported - plotted
+
+
+# -- marketing triggers ---------------------------------------------------------------------------------
+
+
+async def test_triggers_panel_counts_published_triggers_by_kind_and_lists_the_latest(aiohttp_client: Any) -> None:
+    """Customers through the runtime (forwarded and read back by the testing harness): a browse loop and an
+    abandoned cart. The dashboard counts what went to ``marketing-triggers``, newest first; an erased
+    customer leaves the latest list (the counts name nobody and stay)."""
+    from streamproc.testing import Harness
+
+    h = Harness(SETTINGS, start_ms=T0, assign=True)
+    client = await aiohttp_client(make_web_app(h.runtime, SETTINGS))
+
+    def c(uid: str, ts: int, pid: str, action: str = "view") -> tuple[bytes, bytes]:
+        return pid.encode(), orjson.dumps({"event_id": f"{uid}-{ts}", "ts": ts, "user_id": uid, "product_id": pid,
+                                           "category": "shoes", "action": action, "session_id": f"{uid}-s"})
+
+    await h.feed("clicks", [c("loop", T0 + 1000, "P3"), c("loop", T0 + 2000, "P3"), c("loop", T0 + 3000, "P3"),
+                            c("cart", T0 + 4000, "P2", "add_to_cart")])
+    empty = await state(client)
+    assert empty["triggers_enabled"] and empty["triggers"]["total"] == 0 and empty["triggers"]["latest"] == []
+    for m in range(1, 63):  # a click a minute moves event time (and the customer watermark) past the deadlines
+        h.clock.set(T0 + m * MIN + 10_000)
+        await h.feed("clicks", [c("clock", T0 + m * MIN, "P9")])
+        await h.tick()
+    published = h.outputs("marketing-triggers")
+    assert sorted(t["kind"] for t in published) == ["browse_abandoned", "cart_abandoned"]
+    tr = (await state(client))["triggers"]
+    assert tr["counts"] == {"cart_abandoned": 1, "browse_abandoned": 1, "win_back": 0, "interest_surging": 0}
+    assert tr["total"] == 2
+    assert [(t["kind"], t["user_id"], t["product_ids"]) for t in tr["latest"]] == [
+        ("cart_abandoned", "cart", ["P2"]), ("browse_abandoned", "loop", ["P3"])]
+    assert [t["trigger_id"] for t in tr["latest"]] == [t["trigger_id"] for t in reversed(published)]
+    text = await (await client.get("/metrics")).text()
+    counted = {s.labels["kind"]: s.value for f in text_string_to_metric_families(text)
+               if f.name == "streamproc_marketing_triggers" for s in f.samples if s.name.endswith("_total")}
+    assert counted == {"cart_abandoned": 1.0, "browse_abandoned": 1.0}
+
+    assert (await client.delete("/customers/cart")).status == 200
+    tr = (await state(client))["triggers"]
+    assert [t["user_id"] for t in tr["latest"]] == ["loop"] and tr["total"] == 2

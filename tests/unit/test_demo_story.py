@@ -111,3 +111,18 @@ def test_a_category_alert_matches_an_injection_on_a_product_of_that_category() -
     other = category_alert(category="toys", signal="orders", severity="warning", window_start_ms=LIVE + MIN,
                            window_end_ms=LIVE + 2 * MIN, observed=50, expected=5, score=0.9)
     assert matching_injection(other, [inj]) is None
+
+
+def test_triggers_line_reports_counts_by_kind_and_the_latest_only_when_they_changed() -> None:
+    story = Story(demo_plan(), LIVE, 10.0)
+    view: dict[str, Any] = {"counts": {"cart_abandoned": 0, "browse_abandoned": 0, "win_back": 0,
+                                       "interest_surging": 0}, "total": 0, "latest": []}
+    assert story.triggers_line(view, LIVE) is None  # nothing yet
+    view = {"counts": {"cart_abandoned": 1200, "browse_abandoned": 3, "win_back": 1, "interest_surging": 0},
+            "total": 1204, "latest": [{"kind": "cart_abandoned", "user_id": "U000042", "product_ids": ["P00007"]}]}
+    line = story.triggers_line(view, LIVE + 3 * MIN)
+    assert line == ("[triggers]  +3 min  1,204 published: cart abandoned 1,200 · browse abandoned 3 · win-back 1 · "
+                    "interest surging 0; latest: cart abandoned (P00007)")
+    assert "U000042" not in line
+    assert story.triggers_line(view, LIVE + 4 * MIN) is None  # unchanged
+    assert story.summary().endswith("; 1,204 marketing triggers")
