@@ -50,6 +50,12 @@ async def _get_json(url: str) -> Any:
         return await r.json(content_type=None)
 
 
+PRODUCTS_ONLY = {"STREAMPROC_CUSTOMERS": "0"}
+"""For tests that check product outputs only: the customer side (on by default) costs most of a worker's CPU on
+generated traffic. The default configuration still runs under a crash (test_recovery memory://, the customer
+SIGKILL tests), a rebalance (join/leave on both brokers, two customer workers) and a broker's death."""
+
+
 def isolated_env(bootstrap: str, tmp: Path, extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """Environment for a worker with its own app id and topic names on a shared broker."""
     tag = uuid.uuid4().hex[:8]

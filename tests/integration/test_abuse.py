@@ -23,7 +23,7 @@ from streamproc.broker import create_topics, topic_specs
 from streamproc.dead_letters import MAX_DEAD_LETTER_BYTES
 from streamproc.settings import Settings
 
-from .support import isolated_env, read_topic, start_worker, wait_for
+from .support import PRODUCTS_ONLY, isolated_env, read_topic, start_worker, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -137,7 +137,7 @@ def _run(bootstrap: str, tmp: Path, script: Any, targets: dict[str, int]) -> dic
     now = int(time.time() * 1000)
     t0 = now - now % MIN - 8 * MIN
     sent = script(t0)
-    env = isolated_env(bootstrap, tmp, {"STREAMPROC_IDLE_TIMEOUT_MS": "1000"})
+    env = isolated_env(bootstrap, tmp, {**PRODUCTS_ONLY, "STREAMPROC_IDLE_TIMEOUT_MS": "1000"})
     names = {t: env[f"STREAMPROC_TOPIC_{t.upper()}"] for t in ("clicks", "orders", "reviews")}
     # All records are in the topics before the worker starts: every stream then holds its unit's watermark
     # until read (a review read after the clicks had moved the unit on would be late, not what this tests).

@@ -16,7 +16,7 @@ from aiokafka import AIOKafkaProducer
 
 from streamproc import generator
 
-from .support import isolated_env, read_topic, start_worker, wait_for
+from .support import PRODUCTS_ONLY, isolated_env, read_topic, start_worker, wait_for
 
 Row = tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]
 
@@ -103,7 +103,7 @@ def test_every_bad_record_is_dead_lettered_and_every_good_one_counted(broker: st
     good_by_topic = collections.Counter(t for t, _k, _v in good)
     bad = _bad_records(rng)
     sent_bad = {(topic, value) for rows in bad.values() for topic, value in rows}
-    env = isolated_env(broker, tmp_path, {"STREAMPROC_MAX_RECORD_BYTES": str(MAX_BYTES)})
+    env = isolated_env(broker, tmp_path, {**PRODUCTS_ONLY, "STREAMPROC_MAX_RECORD_BYTES": str(MAX_BYTES)})
     names = {t: env[f"STREAMPROC_TOPIC_{t.upper()}"] for t in ("clicks", "orders", "reviews")}
     worker = start_worker(env, tmp_path)
     try:

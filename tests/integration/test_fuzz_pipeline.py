@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from tests.unit.test_fuzz_decoders import VALID, _any_record
 
-from .support import isolated_env, read_topic, start_worker, wait_for
+from .support import PRODUCTS_ONLY, isolated_env, read_topic, start_worker, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -96,7 +96,7 @@ def test_live_worker_accounts_for_every_hostile_record(embedded_broker: str, tmp
     records = _generate(int(time.time() * 1000))
     assert len(records) == N_RECORDS
     sent = collections.Counter(t for t, _k, _v in records)
-    env = isolated_env(embedded_broker, tmp_path, {"STREAMPROC_MAX_RECORD_BYTES": str(MAX_BYTES)})
+    env = isolated_env(embedded_broker, tmp_path, {**PRODUCTS_ONLY, "STREAMPROC_MAX_RECORD_BYTES": str(MAX_BYTES)})
     names = {t: env[f"STREAMPROC_TOPIC_{t.upper()}"] for t in KINDS}
     worker = start_worker(env, tmp_path)
     try:

@@ -23,7 +23,7 @@ from streamproc.evaluation import match_alerts
 from streamproc.settings import Settings
 
 from .reference import offline
-from .support import isolated_env, read_topic, start_worker, values, wait_for
+from .support import PRODUCTS_ONLY, isolated_env, read_topic, start_worker, values, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -40,7 +40,7 @@ def _scenario() -> generator.Scenario:
 
 def _run(bootstrap: str, tmp: Path, *, paced: bool) -> dict[str, Any]:
     sc = _scenario()
-    env = isolated_env(bootstrap, tmp, DETECTOR)
+    env = isolated_env(bootstrap, tmp, {**PRODUCTS_ONLY, **DETECTOR})
     names = {t: env[f"STREAMPROC_TOPIC_{t.upper().replace('-', '_')}"] for t in ("clicks", "orders", "reviews")}
     worker = None
     try:

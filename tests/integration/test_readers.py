@@ -19,7 +19,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from .support import isolated_env, start_worker, wait_for
+from .support import PRODUCTS_ONLY, isolated_env, start_worker, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -90,7 +90,7 @@ async def _crowd(url: str, bootstrap: str, topic: str, ts: int) -> dict[str, Any
 
 
 def test_a_crowd_of_readers_does_not_stall_the_worker(embedded_broker: str, tmp_path: Path) -> None:
-    env = isolated_env(embedded_broker, tmp_path)
+    env = isolated_env(embedded_broker, tmp_path, PRODUCTS_ONLY)
     topic = env["STREAMPROC_TOPIC_CLICKS"]
     worker = start_worker(env, tmp_path)
     try:

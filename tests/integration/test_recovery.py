@@ -25,7 +25,7 @@ from streamproc.broker import create_topics, topic_specs
 from streamproc.settings import Settings
 
 from .reference import DETECTOR, MIN, START_MS, assert_same_outputs, counted, offline
-from .support import isolated_env, read_topic, start_worker, values, wait_for
+from .support import PRODUCTS_ONLY, isolated_env, read_topic, start_worker, values, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -44,7 +44,9 @@ def test_sigkill_mid_stream_then_restart_loses_nothing_and_counts_nothing_twice(
     # in 1 of 5 runs with memory://; README, limitations).
     embedded_broker = request.getfixturevalue("apache_kafka").bootstrap
     sc = _scenario(store)
-    env = isolated_env(embedded_broker, tmp_path, {**DETECTOR, "STREAMPROC_STORE": store})
+    # The default store runs the default configuration (customers on); the other the product side only.
+    extra = {} if store == "memory://" else PRODUCTS_ONLY
+    env = isolated_env(embedded_broker, tmp_path, {**extra, **DETECTOR, "STREAMPROC_STORE": store})
     settings = Settings.from_env(env)
     asyncio.run(create_topics(embedded_broker, topic_specs(settings)))
     names = {t: settings.topic(t) for t in ("clicks", "orders", "reviews")}

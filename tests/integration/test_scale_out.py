@@ -26,7 +26,16 @@ from streamproc.broker import free_port
 from streamproc.settings import Settings
 
 from .reference import DETECTOR, assert_same_outputs, counted, offline, surges_40_products
-from .support import Worker, isolated_env, launch_worker, read_topic, values, wait_for, wait_ready
+from .support import (
+    PRODUCTS_ONLY,
+    Worker,
+    isolated_env,
+    launch_worker,
+    read_topic,
+    values,
+    wait_for,
+    wait_ready,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -88,7 +97,7 @@ def test_one_two_three_workers_give_the_same_alerts_and_features(
         n_workers: int, embedded_broker: str, tmp_path: Path,
         reference: tuple[list[dict[str, Any]], list[dict[str, Any]]]) -> None:
     t0 = time.monotonic()
-    group = isolated_env(embedded_broker, tmp_path, {**DETECTOR, "STREAMPROC_PARTITIONS": str(PARTITIONS)})
+    group = isolated_env(embedded_broker, tmp_path, {**PRODUCTS_ONLY, **DETECTOR, "STREAMPROC_PARTITIONS": str(PARTITIONS)})
     workers = [launch_worker(_member(group, tmp_path, i), tmp_path, name=f"w{i}") for i in range(n_workers)]
     try:
         for w in workers:

@@ -30,7 +30,7 @@ from streamproc.runtime import partition_for
 from streamproc.sentiment import DEFAULT_MODEL_DIR, load_model_info, load_scorer
 from streamproc.settings import Settings
 
-from .support import isolated_env, read_topic, start_worker, values, wait_for
+from .support import PRODUCTS_ONLY, isolated_env, read_topic, start_worker, values, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -103,7 +103,7 @@ def run(embedded_broker: str, tmp_path_factory: pytest.TempPathFactory) -> dict[
     now = int(time.time() * 1000)
     t0 = now - now % MIN - (MINUTES + 20) * MIN
     bad = [b"not json at all", orjson.dumps({"review_id": "bad-1", "ts": t0, "product_id": "PA0"})]  # no text
-    env = isolated_env(embedded_broker, tmp, {"STREAMPROC_IDLE_TIMEOUT_MS": "1000"})
+    env = isolated_env(embedded_broker, tmp, {**PRODUCTS_ONLY, "STREAMPROC_IDLE_TIMEOUT_MS": "1000"})
     settings = Settings.from_env(env)
     reviews = _script(t0, settings.partitions)
     asyncio.run(create_topics(embedded_broker, topic_specs(settings)))
