@@ -202,14 +202,17 @@ def _trouble(log: Path, start: int) -> list[str]:
 
 
 CATCH_UP_S = 300.0
+CATCH_UP_MIN_S = 75.0
+"""... and at least this long: past the first minute's close of every pre-loaded product (a burst of new
+products' closes during which the worker reads nothing)."""
 """At most this long for the worker to process the preload's bucket closes and reach the steady rate."""
 
 
 def _catch_up(worker: WorkerProc, rate: float) -> float:
     """Seconds until the worker keeps up with the steady producer: consumer lag under one second of input
-    on three samples in a row. Before that the baseline would measure the preload's tail, not the rate."""
+    on three samples in a row, after CATCH_UP_MIN_S. Before that the baseline would measure the preload's tail, not the rate."""
     t0, ok = time.monotonic(), 0
-    while ok < 3:
+    while ok < 3 or time.monotonic() - t0 < CATCH_UP_MIN_S:
         if time.monotonic() - t0 > CATCH_UP_S:
             raise RuntimeError(f"the worker did not catch up with {rate} events/s in {CATCH_UP_S} s")
         time.sleep(1.0)
