@@ -54,6 +54,12 @@ def _alive(pids: list[int]) -> list[int]:
     return alive
 
 
+def _ctrl_c_as_in_a_terminal() -> None:
+    """SIGINT as a terminal's foreground process gets it: a suite started in the background by a shell
+    without job control (``nohup make test &``) runs with SIGINT ignored, and a child inherits that."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_demo_shows_the_injected_surge_within_90s_and_ctrl_c_leaves_nothing(tmp_path: Path) -> None:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMPROC_")}
@@ -62,6 +68,7 @@ def test_demo_shows_the_injected_surge_within_90s_and_ctrl_c_leaves_nothing(tmp_
     log = tmp_path / "demo.log"
     with open(log, "w") as fh:
         proc = subprocess.Popen([sys.executable, "-m", "streamproc", "demo", "--web-port", str(port)],
+                                preexec_fn=_ctrl_c_as_in_a_terminal,  # noqa: PLW1509
                                 stdout=fh, stderr=subprocess.STDOUT, env=env)
     started = time.monotonic()
     children: set[int] = set()
@@ -179,6 +186,7 @@ def test_demo_with_an_impossible_port_names_the_flag() -> None:
 def test_broker_command_prints_bootstrap_and_stops_on_ctrl_c() -> None:
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "streamproc", "broker", "--port", str(port)],
+                            preexec_fn=_ctrl_c_as_in_a_terminal,  # noqa: PLW1509
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         line = proc.stdout.readline().strip()  # type: ignore[union-attr]
