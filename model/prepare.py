@@ -296,6 +296,12 @@ def corpus_rows(corpus_dir: Path = CORPUS_DIR) -> tuple[list[dict[str, Any]], di
     return rows, info
 
 
+def select_sources(sources: Sequence[Any], only: Sequence[str] = (), include_restricted: bool = False) -> list[Any]:
+    """The package corpora to read: those whose ``usage`` is ``redistributable``, plus the personal-use,
+    research-use and unclear ones only with ``include_restricted``; ``only`` narrows further by name."""
+    return [s for s in sources if (not only or s.name in only) and (include_restricted or s.usage == "redistributable")]
+
+
 def _counts(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return {"total": len(rows), **{name: sum(r["label"] == i for r in rows) for i, name in enumerate(LABEL_NAMES)},
             "lang": dict(sorted(Counter(r["lang"] for r in rows).items()))}
@@ -323,8 +329,7 @@ def prepare(out: Path, cache: Path, only: Sequence[str] = (), include_restricted
     for text in generator_texts():
         excluded.setdefault(dedupe_key(normalize_text(text)), "review_texts.py")
 
-    selected = [s for s in sources_mod.SOURCES if (not only or s.name in only)
-                and (include_restricted or s.usage == "redistributable")]
+    selected = select_sources(sources_mod.SOURCES, only, include_restricted)
     stats: dict[str, dict[str, Any]] = {}
     # key -> list of (source index, row); first pass collects everything, second resolves duplicates
     by_key: dict[str, list[tuple[int, dict[str, Any]]]] = defaultdict(list)
