@@ -218,7 +218,13 @@ def test_score_command_prints_negative_then_positive() -> None:
     assert [x["label"] for x in lines] == ["negative", "positive"]
     assert [x["text"] for x in lines] == ["质量很差，退货了", "Works great, fast shipping"]
     for x in lines:
-        assert x["negative"] + x["positive"] == pytest.approx(1.0, abs=1e-4)
+        assert x["negative"] + x["neutral"] + x["positive"] == pytest.approx(1.0, abs=1e-4)
+
+
+def test_score_command_prints_neutral_for_lukewarm_and_negative_for_sarcasm() -> None:
+    res = _score("还行吧，一般般", "It's fine I guess", "Great, another broken charger.")
+    assert res.returncode == 0, res.stderr
+    assert [json.loads(x)["label"] for x in res.stdout.splitlines()] == ["neutral", "neutral", "negative"]
 
 
 def test_score_file_keeps_input_order_and_fields(tmp_path: Path) -> None:
