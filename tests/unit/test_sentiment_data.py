@@ -157,7 +157,8 @@ def test_near_duplicates() -> None:
 
 def test_labels_are_three_and_binary_corpora_map_onto_the_ends() -> None:
     assert prepare.LABELS == {"negative": 0, "neutral": 1, "positive": 2}
-    assert prepare.BINARY_TO_LABEL == {0: prepare.LABELS["negative"], 1: prepare.LABELS["positive"]}
+    binary = prepare.BINARY_TO_LABEL  # sources.RawItem: 0 negative, 1 positive
+    assert binary == {0: prepare.LABELS["negative"], 1: prepare.LABELS["positive"]}
 
 
 def test_only_redistributable_corpora_are_read_unless_restricted_ones_are_asked_for() -> None:
