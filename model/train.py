@@ -117,7 +117,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=Path("build/sentiment/train/final"))
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--layers", type=int, default=6)
-    ap.add_argument("--epochs", type=float, default=3.0)
+    ap.add_argument("--epochs", type=float, default=4.0)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--max-length", type=int, default=128)
     ap.add_argument("--head-tokens", type=int, default=48)
@@ -135,7 +135,7 @@ def main(argv=None) -> int:
     ap.add_argument("--freeze-layers", type=int, default=0,
                     help="also freeze the embeddings and the lowest N encoder layers")
     ap.add_argument("--threads", type=int, default=1, help="torch threads")
-    ap.add_argument("--budget-min", type=float, default=55.0,
+    ap.add_argument("--budget-min", type=float, default=42.0,
                     help="wall-clock budget for the training loop (the lr schedule follows it)")
     ap.add_argument("--evals-per-epoch", type=int, default=2)
     ap.add_argument("--max-steps", type=int, default=0, help="debug: stop after this many steps")
