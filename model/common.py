@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BUILD = ROOT / "build" / "sentiment"
 DATA = BUILD / "data"
 PAD_ID = 1
-LABELS = ["negative", "positive"]
+LABELS = ["negative", "neutral", "positive"]
 
 
 def read_jsonl(path: str | Path) -> list[dict]:
@@ -73,7 +73,7 @@ def softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-def ort_session(path: str | Path, threads: int = 2):
+def ort_session(path: str | Path, threads: int = 1):
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -85,8 +85,11 @@ def ort_session(path: str | Path, threads: int = 2):
 
 
 def ort_logits(sess, seqs: Sequence[Sequence[int]], batch_size: int = 32) -> np.ndarray:
-    out = np.zeros((len(seqs), 2), dtype=np.float32)
+    out: np.ndarray | None = None
     for b in length_buckets(seqs, batch_size):
         ids, mask = pad_batch([seqs[i] for i in b])
-        out[b] = sess.run(["logits"], {"input_ids": ids, "attention_mask": mask})[0]
-    return out
+        logits = sess.run(["logits"], {"input_ids": ids, "attention_mask": mask})[0]
+        if out is None:
+            out = np.zeros((len(seqs), logits.shape[1]), dtype=np.float32)
+        out[b] = logits
+    return out if out is not None else np.zeros((0, len(LABELS)), dtype=np.float32)

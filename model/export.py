@@ -6,7 +6,8 @@ Outputs in --out: model.fp32.onnx, model.int8.onnx (onnxruntime dynamic quantiza
 int8 weights for MatMul and the embedding Gather), tokenizer.json (copied).
 
 Graph: inputs input_ids int64 [batch, seq], attention_mask int64 [batch, seq] (dynamic axes);
-output logits float32 [batch, 2] ordered (negative, positive).
+output logits float32 [batch, classes] ordered as the checkpoint's labels (negative, neutral, positive for a
+three-class model, negative, positive for a two-class one).
 
 Usage: python model/export.py --ckpt build/sentiment/train/final --out build/sentiment/export/final
 """
@@ -30,7 +31,7 @@ def load_checkpoint(ckpt: Path):
     sd = torch.load(ckpt / "pytorch_model.bin", map_location="cpu", weights_only=True)
     cfg["vocab_size"] = sd["bert.embeddings.word_embeddings.weight"].shape[0]
     cfg["num_hidden_layers"] = len({k.split(".")[3] for k in sd if k.startswith("bert.encoder.layer.")})
-    model = SentimentModel(BertEncoder(cfg))
+    model = SentimentModel(BertEncoder(cfg), n_labels=sd["classifier.weight"].shape[0])
     model.load_state_dict(sd, strict=True)
     return model.eval()
 
@@ -82,7 +83,7 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     import torch
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)
     a.out.mkdir(parents=True, exist_ok=True)
     model = load_checkpoint(a.ckpt)
     export_onnx(model, a.out / "model.fp32.onnx")

