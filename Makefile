@@ -29,7 +29,7 @@ demo: ## run the whole system locally (embedded broker, worker, traffic, webhook
 	@$(MAKE) -s --no-print-directory $(STAMP)
 	$(VENV)/bin/streamproc demo
 
-test: ## the whole suite, ~19 min on 2 cores (needs Java 17+, Maven, Chromium: checked first)
+test: ## the whole suite, ~20-25 min on 2 cores (needs Java 17+, Maven, Chromium: checked first)
 	@$(PREREQS) test
 	@$(MAKE) -s --no-print-directory $(STAMP)
 	$(PY) -m pytest -q --durations=15
