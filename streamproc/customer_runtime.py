@@ -48,7 +48,7 @@ from .fronts import WAIT, Fronts, InFlight, key_for
 from .windows import UnitWatermark, WindowSpec
 
 __all__ = ["CUSTOMER_EVENTS", "SHARED_KEY", "FRONT_PREFIX", "ALERT_PREFIX", "Customers", "encode_click",
-           "encode_order", "encode_alert", "decode_customer_event", "products_final", "unit_front"]
+           "encode_order", "encode_alert", "products_final", "unit_front"]
 
 CUSTOMER_EVENTS = "customer-events"
 SHARED_KEY = b"\x00shared"
@@ -81,14 +81,6 @@ def encode_alert(alert: dict[str, Any]) -> bytes:
 
 def _opt_str(v: Any) -> bool:
     return v is None or type(v) is str
-
-
-def decode_customer_event(raw: bytes | None) -> Click | Order | DecodeError:
-    """A forwarded click or order; wrong shapes are data (dead-lettered), never an exception."""
-    try:
-        return _event(orjson.loads(raw or b""))
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
-        return DecodeError("schema", f"bad customer event ({exc}): {(raw or b'')[:200]!r}")
 
 
 def _event(d: Any) -> Click | Order:
